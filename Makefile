@@ -1,0 +1,43 @@
+# Track2Act ROS 2 workspace. `make help` lists the targets.
+SHELL := /bin/bash
+VENV  ?= .venv
+ENV   := source scripts/env.sh &&
+# Parallel pytest workers (each gets its own ROS_DOMAIN_ID, see conftest.py).
+JOBS  ?= 2
+PYTEST := bash scripts/pytest.sh -n $(JOBS)
+
+.PHONY: help setup test lint format test-unit test-ros test-sim test-slow bench lock clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+setup:  ## install apt packages, .venv, ROS 2 wheels, build t2a_msgs, install the packages (idempotent)
+	@bash scripts/setup.sh
+
+test: setup lint  ## README test command: setup, ruff, and the unit + ros + sim tiers (not slow)
+	@$(PYTEST) -m "not slow"
+
+lint:  ## ruff check + format check
+	@$(ENV) ruff check . && $(ENV) ruff format --check --quiet . && echo "ruff: clean"
+
+format:  ## apply ruff fixes and formatting
+	@$(ENV) ruff check --fix . ; $(ENV) ruff format .
+
+test-unit: setup  ## only pure-python unit tests
+	@$(PYTEST) -m unit
+test-ros: setup  ## only rclpy-over-DDS tests
+	@$(PYTEST) -m ros
+test-sim: setup  ## only MuJoCo tests
+	@$(PYTEST) -m sim
+test-slow: setup  ## training smoke runs and long evaluations
+	@$(PYTEST) -n 1 -m slow
+
+bench: setup  ## run every benchmark in benchmarks/ (each prints a table)
+	@set -e; for b in benchmarks/[a-z]*.py; do echo "=== $$b"; $(ENV) python $$b; done
+
+lock: setup  ## re-pin requirements/lock.txt from the current venv
+	@{ echo "# Full pinned environment (pip freeze of a working venv), used as constraints by scripts/setup.sh."; \
+	   echo "# Regenerate with: make lock"; $(ENV) pip freeze --exclude-editable | grep -v '^-e'; } > requirements/lock.txt
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build install log .pytest_cache .ruff_cache

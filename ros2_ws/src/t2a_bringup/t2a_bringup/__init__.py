@@ -1,0 +1,4 @@
+"""Track2Act bringup.
+
+launch files, parameter YAML, rviz config, the composed stack runner and environment checks.
+"""

@@ -1,0 +1,250 @@
+"""Conversions between standard ROS messages and numpy, written once for every package.
+
+cv_bridge is not installable from PyPI (and its PyPI namesake is a broken ROS 1 port), so images
+are converted here: rgb8, bgr8, rgba8, bgra8, mono8, mono16, 16UC1 and 32FC1, honouring the row
+``step`` (rows may be padded) and ``is_bigendian``. Package-specific messages (t2a_msgs) are
+converted in each package's own ``ros_conv.py``, which builds on these helpers.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import Point, Pose, Quaternion, Transform, Vector3
+from sensor_msgs.msg import CameraInfo, Image
+
+from t2a_common.core.geometry import Intrinsics, matrix_to_pose, pose_to_matrix
+
+# encoding -> (numpy dtype, channels)
+ENCODINGS: dict[str, tuple[np.dtype, int]] = {
+    "rgb8": (np.dtype(np.uint8), 3),
+    "bgr8": (np.dtype(np.uint8), 3),
+    "rgba8": (np.dtype(np.uint8), 4),
+    "bgra8": (np.dtype(np.uint8), 4),
+    "mono8": (np.dtype(np.uint8), 1),
+    "mono16": (np.dtype(np.uint16), 1),
+    "16UC1": (np.dtype(np.uint16), 1),
+    "32FC1": (np.dtype(np.float32), 1),
+}
+COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
+DEPTH_ENCODINGS = ("16UC1", "32FC1")
+_HOST_BIG_ENDIAN = sys.byteorder == "big"
+
+
+class ImageConversionError(ValueError):
+    """An image message cannot be converted: unsupported encoding or inconsistent layout."""
+
+
+def describe(msg: Image) -> str:
+    """Short human description, e.g. ``320x240 mono8`` (for error messages)."""
+    return f"{msg.width}x{msg.height} {msg.encoding or '<no encoding>'}"
+
+
+def image_to_numpy(msg: Image) -> np.ndarray:
+    """Image message -> (H, W) or (H, W, C) array in native byte order (a copy, never a view).
+
+    Raises ImageConversionError for an unsupported encoding or a data/step/size mismatch.
+    """
+    if msg.encoding not in ENCODINGS:
+        raise ImageConversionError(
+            f"image is {describe(msg)}: unsupported encoding {msg.encoding!r}, "
+            f"expected one of {', '.join(ENCODINGS)}"
+        )
+    dtype, channels = ENCODINGS[msg.encoding]
+    h, w = int(msg.height), int(msg.width)
+    if h == 0 or w == 0:
+        raise ImageConversionError(f"image is empty ({describe(msg)})")
+    row_bytes = w * channels * dtype.itemsize
+    step = int(msg.step)
+    if step < row_bytes:
+        raise ImageConversionError(
+            f"image is {describe(msg)}: step {step} is smaller than one row ({row_bytes} bytes)"
+        )
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    if buf.size < step * (h - 1) + row_bytes:
+        raise ImageConversionError(
+            f"image is {describe(msg)} with step {step}: data has {buf.size} bytes, "
+            f"expected at least {step * (h - 1) + row_bytes}"
+        )
+    if buf.size < step * h:  # last row may legally lack its padding; pad so reshape works
+        buf = np.concatenate([buf, np.zeros(step * h - buf.size, np.uint8)])
+    rows = buf[: step * h].reshape(h, step)[:, :row_bytes]
+    big = bool(msg.is_bigendian)
+    arr = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if big else "<"))
+    arr = arr.astype(dtype, copy=True)  # native order, owns its memory
+    return arr.reshape(h, w, channels) if channels > 1 else arr.reshape(h, w)
+
+
+def numpy_to_image(
+    array: np.ndarray, encoding: str, stamp: Time | None = None, frame_id: str = ""
+) -> Image:
+    """Array -> Image message (native byte order, tightly packed rows).
+
+    The array's dtype and channel count must match ``encoding`` (no silent conversion).
+    """
+    if encoding not in ENCODINGS:
+        raise ImageConversionError(
+            f"unsupported encoding {encoding!r}, expected one of {', '.join(ENCODINGS)}"
+        )
+    dtype, channels = ENCODINGS[encoding]
+    a = np.asarray(array)
+    expected_ndim = 3 if channels > 1 else 2
+    if a.ndim == 3 and channels == 1 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim != expected_ndim or (channels > 1 and a.shape[2] != channels):
+        want = "(H, W)" if channels == 1 else f"(H, W, {channels})"
+        raise ImageConversionError(f"{encoding} needs an array of shape {want}, got {a.shape}")
+    if a.dtype != dtype:
+        raise ImageConversionError(f"{encoding} needs dtype {dtype}, got {a.dtype}")
+    msg = Image()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = int(_HOST_BIG_ENDIAN)
+    msg.step = int(a.shape[1] * channels * dtype.itemsize)
+    msg.data = np.ascontiguousarray(a).tobytes()
+    return msg
+
+
+def image_to_rgb(msg: Image, what: str = "image") -> np.ndarray:
+    """Colour image message -> (H, W, 3) uint8 RGB; alpha is dropped, BGR is swapped.
+
+    ``what`` names the image in the error (``goal image is 320x240 mono8, expected rgb8 or bgr8``).
+    """
+    if msg.encoding not in COLOR_ENCODINGS:
+        raise ImageConversionError(
+            f"{what} is {describe(msg)}, expected {', '.join(COLOR_ENCODINGS[:-1])} or "
+            f"{COLOR_ENCODINGS[-1]}"
+        )
+    arr = image_to_numpy(msg)[:, :, :3]
+    if msg.encoding.startswith("bgr"):
+        arr = arr[:, :, ::-1]
+    return np.ascontiguousarray(arr)
+
+
+def depth_to_meters(msg: Image, depth_scale: float = 0.001) -> np.ndarray:
+    """Depth message -> (H, W) float32 metres with NaN where there is no data.
+
+    16UC1 is scaled by ``depth_scale`` (RealSense: millimetres, 0 = no data); 32FC1 is already in
+    metres (REP 118), with 0, inf and NaN treated as no data.
+    """
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise ImageConversionError(
+            f"depth image is {describe(msg)}, expected 16UC1 (mm) or 32FC1 (m)"
+        )
+    raw = image_to_numpy(msg)
+    depth = raw.astype(np.float32)
+    if msg.encoding == "16UC1":
+        depth *= np.float32(depth_scale)
+    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return depth
+
+
+def meters_to_depth16(depth_m: np.ndarray, depth_scale: float = 0.001) -> np.ndarray:
+    """(H, W) metres (NaN/inf/<=0 = no data) -> uint16 in units of ``depth_scale`` (0 = no data)."""
+    d = np.asarray(depth_m, dtype=np.float64) / depth_scale
+    valid = np.isfinite(d) & (d > 0)
+    out = np.zeros(d.shape, np.uint16)
+    out[valid] = np.clip(np.rint(d[valid]), 1, np.iinfo(np.uint16).max)
+    return out
+
+
+# --------------------------------------------------------------------------- camera info
+
+
+def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
+    """CameraInfo -> Intrinsics (uses K; raises if K is all zeros, i.e. uncalibrated)."""
+    k = np.asarray(msg.k, dtype=float)
+    if k.shape != (9,) or k[0] <= 0 or k[4] <= 0:
+        raise ValueError(
+            f"camera_info for a {msg.width}x{msg.height} image has no valid K ({k.tolist()})"
+        )
+    return Intrinsics(
+        width=int(msg.width),
+        height=int(msg.height),
+        fx=float(k[0]),
+        fy=float(k[4]),
+        cx=float(k[2]),
+        cy=float(k[5]),
+        distortion_model=msg.distortion_model or "plumb_bob",
+        distortion=tuple(float(x) for x in msg.d),
+    )
+
+
+def intrinsics_to_camera_info(
+    intr: Intrinsics, stamp: Time | None = None, frame_id: str = ""
+) -> CameraInfo:
+    """Intrinsics -> CameraInfo with K, P (no stereo baseline), R = identity."""
+    msg = CameraInfo()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = intr.width, intr.height
+    msg.distortion_model = intr.distortion_model
+    msg.d = [float(x) for x in intr.distortion]
+    msg.k = [intr.fx, 0.0, intr.cx, 0.0, intr.fy, intr.cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [intr.fx, 0.0, intr.cx, 0.0, 0.0, intr.fy, intr.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+# --------------------------------------------------------------------------- poses
+
+
+def pose_to_matrix_msg(msg: Pose) -> np.ndarray:
+    """geometry_msgs/Pose -> 4x4."""
+    p, q = msg.position, msg.orientation
+    return pose_to_matrix([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
+
+
+def matrix_to_pose_msg(T: np.ndarray) -> Pose:
+    """4x4 -> geometry_msgs/Pose."""
+    t, q = matrix_to_pose(T)
+    return Pose(
+        position=Point(x=float(t[0]), y=float(t[1]), z=float(t[2])),
+        orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
+    )
+
+
+def transform_to_matrix_msg(msg: Transform) -> np.ndarray:
+    """geometry_msgs/Transform -> 4x4."""
+    t, q = msg.translation, msg.rotation
+    return pose_to_matrix([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
+
+
+def matrix_to_transform_msg(T: np.ndarray) -> Transform:
+    """4x4 -> geometry_msgs/Transform."""
+    t, q = matrix_to_pose(T)
+    return Transform(
+        translation=Vector3(x=float(t[0]), y=float(t[1]), z=float(t[2])),
+        rotation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
+    )
+
+
+# --------------------------------------------------------------------------- time
+
+
+def stamp_to_sec(stamp: Time) -> float:
+    """builtin_interfaces/Time -> seconds (float)."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(t: float) -> Time:
+    """Seconds -> builtin_interfaces/Time."""
+    ns = round(t * 1e9)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def sec_to_duration(t: float) -> Duration:
+    """Seconds -> builtin_interfaces/Duration."""
+    ns = round(t * 1e9)
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def duration_to_sec(d: Duration) -> float:
+    """builtin_interfaces/Duration -> seconds (float)."""
+    return d.sec + d.nanosec * 1e-9

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: parameters, subscriptions, timers; the work happens in core."""

@@ -1,0 +1,1 @@
+"""ROS-free core: numpy/torch/scipy only, never rclpy or message packages."""
