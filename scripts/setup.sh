@@ -29,7 +29,9 @@ if [ "${T2A_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     say "apt: installing ${missing[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    mkdir -p "$ROOT/build"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+      > "$ROOT/build/apt.log" 2>&1 || { tail -n 30 "$ROOT/build/apt.log"; exit 1; }
   else
     say "apt: all packages present (${APT_PACKAGES[*]})"
   fi
