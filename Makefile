@@ -37,7 +37,7 @@ bench: setup  ## run every benchmark in benchmarks/ (each prints a table)
 
 lock: setup  ## re-pin requirements/lock.txt from the current venv
 	@{ echo "# Full pinned environment (pip freeze of a working venv), used as constraints by scripts/setup.sh."; \
-	   echo "# Regenerate with: make lock"; $(ENV) pip freeze --exclude-editable | grep -v '^-e'; } > requirements/lock.txt
+	   echo "# Regenerate with: make lock"; $(ENV) pip freeze --exclude-editable | grep -v -E '^(-e|t2a)'; } > requirements/lock.txt
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build install log .pytest_cache .ruff_cache
