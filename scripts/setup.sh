@@ -52,8 +52,11 @@ mkdir -p "$STAMPS"
 reqs_hash=$(cat requirements/*.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMPS/pip" 2>/dev/null)" != "$reqs_hash" ]; then
   say "pip: installing ROS 2 wheels and Python dependencies (pinned by requirements/lock.txt)"
-  "$PY" -m pip install -q --upgrade "pip>=24" "setuptools>=68,<80" wheel
-  "$PY" -m pip install -q -c requirements/lock.txt -r requirements/ros.txt -r requirements/python.txt
+  mkdir -p "$ROOT/build"
+  {
+    "$PY" -m pip install --upgrade "pip>=24" "setuptools>=68,<80" wheel &&
+    "$PY" -m pip install -c requirements/lock.txt -r requirements/ros.txt -r requirements/python.txt
+  } > "$ROOT/build/pip.log" 2>&1 || { grep -v '^WARNING: Location' "$ROOT/build/pip.log" | tail -n 40; exit 1; }
   echo "$reqs_hash" > "$STAMPS/pip"
 else
   say "pip: requirements unchanged since the last run"

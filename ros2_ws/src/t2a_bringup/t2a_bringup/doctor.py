@@ -18,7 +18,7 @@ PACKAGES = ("t2a_common", "t2a_perception", "t2a_planning", "t2a_control", "t2a_
 
 
 def _python() -> str:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 (the doctor runs under any python3)
         raise RuntimeError(f"Python {sys.version.split()[0]} is too old, need >= 3.10")
     return sys.version.split()[0]
 
