@@ -158,3 +158,50 @@ def test_zero_quaternion_is_rejected():
 def test_time_round_trip(t):
     assert abs(ros_conv.stamp_to_sec(ros_conv.sec_to_stamp(t)) - t) < 1e-6
     assert abs(ros_conv.duration_to_sec(ros_conv.sec_to_duration(t)) - t) < 1e-6
+
+
+def test_plan_status_codes_mirror_the_message():
+    from t2a_common.core import types
+    from t2a_msgs.msg import Plan
+
+    for name in ("OK", "TOO_FEW_POINTS", "NO_MOTION", "DEGENERATE", "FIT_FAILED", "UNREACHABLE",
+                 "BAD_INPUT"):  # fmt: skip
+        assert getattr(types, f"PLAN_{name}") == getattr(Plan, f"STATUS_{name}"), name
+
+
+def test_point_tracks_round_trip_and_layout():
+    from t2a_common.core.types import PointTrackSet
+
+    tracks = RNG.uniform(0, 600, size=(9, 5, 2)).astype(np.float32)
+    depth = np.array([1.0, np.nan, 0.5, 2.0, 1.5], np.float32)
+    intr = Intrinsics.from_fov(640, 480, 42.5)
+    ts = PointTrackSet(
+        tracks, depth, intr, confidence=np.linspace(0, 1, 5), goal_id="g", stamp_s=3.5
+    )
+    msg = ros_conv.point_tracks_to_msg(ts, {"sampler_steps": 10})
+    # documented layout: tracks_px[(t * N + n) * 2 + {0: u, 1: v}]
+    assert msg.tracks_px[(4 * 5 + 2) * 2 + 1] == tracks[4, 2, 1]
+    back = ros_conv.msg_to_point_tracks(msg)
+    np.testing.assert_array_equal(back.tracks_px, tracks)
+    np.testing.assert_array_equal(back.depth_m, depth)
+    assert back.intrinsics == intr and back.goal_id == "g" and back.stamp_s == 3.5
+    msg.num_points = 6
+    with pytest.raises(ValueError, match=r"expected \(H\+1\)\*N\*2 = 108 for N=6, H=8"):
+        ros_conv.msg_to_point_tracks(msg)
+
+
+def test_ee_plan_round_trip_ok_and_failed():
+    from t2a_common.core.types import PLAN_NO_MOTION, EEPlan
+
+    poses = np.stack([np.eye(4)] * 3)
+    poses[:, 0, 3] = [0.5, 0.6, 0.7]
+    plan = EEPlan(0, "ok", poses, [0.0, 0.5, 1.0], poses[0], 0, object_transforms=poses,
+                  inlier_ratio=[1, 0.9, 0.8], reachable=[True, True, False], confidence=0.5,
+                  moving_point_indices=[3, 4], goal_id="g")  # fmt: skip
+    back = ros_conv.msg_to_ee_plan(ros_conv.ee_plan_to_msg(plan))
+    np.testing.assert_allclose(back.ee_poses, poses, atol=1e-12)
+    np.testing.assert_allclose(back.times_s, [0.0, 0.5, 1.0])
+    assert back.reachable.tolist() == [True, True, False] and back.goal_id == "g"
+    failed = ros_conv.ee_plan_to_msg(EEPlan.failed(PLAN_NO_MOTION, "tracks do not move"))
+    assert failed.status == PLAN_NO_MOTION and len(failed.ee_poses) == 0
+    assert not ros_conv.msg_to_ee_plan(failed).ok
