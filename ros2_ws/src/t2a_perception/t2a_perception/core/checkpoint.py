@@ -1,0 +1,134 @@
+"""Track model checkpoints: a directory with ``config.json``, ``model.safetensors``, ``stats.json``.
+
+``config.json`` is the flat :class:`TrackModelConfig` (every field spelled out, so a later change
+of a default cannot silently change what an old checkpoint means), ``stats.json`` the
+:class:`TrackStats` of the training data, ``model.safetensors`` the weights. Loading checks all
+three against each other and says exactly what does not match.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from t2a_common.core.config import fields, from_dict, to_dict
+from t2a_perception.core.model import TrackDiT, TrackModelConfig, TrackStats
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+STATS_NAME = "stats.json"
+CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, STATS_NAME)
+
+# How many offending tensor names an error lists before summarising the rest.
+_MAX_LISTED = 8
+
+
+def save_checkpoint(model: TrackDiT, directory: str | Path) -> Path:
+    """Write ``model`` (config, stats, weights) into ``directory``, creating it if needed."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_json(directory / CONFIG_NAME, to_dict(model.config))
+    _write_json(directory / STATS_NAME, to_dict(model.stats))
+    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    return directory
+
+
+def load_config(directory: str | Path) -> TrackModelConfig:
+    """The validated :class:`TrackModelConfig` of a checkpoint directory."""
+    return _load_dataclass(Path(directory), CONFIG_NAME, TrackModelConfig)
+
+
+def load_stats(directory: str | Path) -> TrackStats:
+    """The validated :class:`TrackStats` of a checkpoint directory."""
+    return _load_dataclass(Path(directory), STATS_NAME, TrackStats)
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> TrackDiT:
+    """Rebuild the model saved by :func:`save_checkpoint`, in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: the directory or one of its three files is missing.
+        ValueError: a file is malformed, the config has unknown or missing keys or bad values,
+            or the weights do not fit the architecture the config describes.
+    """
+    directory = Path(directory)
+    config = load_config(directory)
+    stats = load_stats(directory)
+    model = TrackDiT(config, stats)
+    state = load_file(str(_require(directory, WEIGHTS_NAME)))
+    _check_state(model, state, directory / WEIGHTS_NAME)
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def _load_dataclass(directory: Path, filename: str, cls: type) -> Any:
+    path = _require(directory, filename)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    known = {spec.name for spec in fields(cls)}
+    unknown = sorted(set(data) - known)
+    missing = sorted(known - set(data))
+    if unknown or missing:
+        raise ValueError(
+            f"{path} does not match {cls.__name__}: unknown keys {unknown}, missing keys "
+            f"{missing}; every field must be present (known: {sorted(known)})"
+        )
+    try:
+        return from_dict(cls, data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def _check_state(model: TrackDiT, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{name}: checkpoint {tuple(state[name].shape)} vs config {tuple(expected[name].shape)}"
+        for name in sorted(set(expected) & set(state))
+        if state[name].shape != expected[name].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors {_listed(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch {_listed(mismatched)}")
+    if problems:
+        depth, hidden, heads = model.config.arch
+        raise ValueError(
+            f"{path} does not fit the architecture in {CONFIG_NAME} (model_size="
+            f"{model.config.model_size!r}, depth={depth}, hidden_size={hidden}, num_heads={heads}, "
+            f"encoder_width={model.config.encoder_width}, horizon={model.config.horizon}): "
+            + "; ".join(problems)
+        )
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return f"[{shown}{f', ... and {more} more' if more > 0 else ''}]"
+
+
+def _require(directory: Path, filename: str) -> Path:
+    path = directory / filename
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {filename} in checkpoint directory {directory} "
+            f"(a checkpoint holds {', '.join(CHECKPOINT_FILES)})"
+        )
+    return path
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
