@@ -21,6 +21,9 @@ setup(
     description="Track2Act perception.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "track_predictor = t2a_perception.nodes.track_predictor:main",
+            "t2a-send-goal = t2a_perception.send_goal:main",
+        ],
     },
 )

@@ -1,0 +1,254 @@
+"""``track_predictor``: the goal service and the track model behind it.
+
+Keeps the latest colour + aligned depth pair (own stamp pairing) and camera_info; ``set_goal``
+samples query points P0 on the current frame, predicts their tracks towards the goal image, and
+publishes ``tracks`` (transient local, so a late planner still gets them), ``tracks/markers`` and
+``tracks/overlay``. Prediction runs in the service callback on its own callback group of a
+multi-threaded executor, so camera callbacks keep arriving while the model runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+from sensor_msgs.msg import CameraInfo, Image
+from visualization_msgs.msg import MarkerArray
+
+from t2a_common import ros_conv
+from t2a_common.core.config import check, param
+from t2a_common.core.types import PointTrackSet
+from t2a_common.node_main import run_node
+from t2a_common.ros_params import declare_config
+from t2a_msgs.msg import PointTracks
+from t2a_msgs.srv import SetGoal
+from t2a_perception.core.frames import StampPairer, depth_at_points, draw_tracks
+from t2a_perception.core.predictor import POINT_MODES, TrackPredictor, sample_query_points
+from t2a_perception.ros_conv import track_markers
+
+DEFAULT_MODEL = "models/track_default"  # under the package share directory
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackPredictorConfig:
+    """Parameters of the track_predictor node."""
+
+    checkpoint: str = param(
+        "", f"track model directory; '' = the shipped default (<share>/{DEFAULT_MODEL})"
+    )
+    device: str = param("cpu", "torch device (cpu, cuda, cuda:1, ...)")
+    torch_threads: int = param(0, "CPU threads for inference; 0 = torch's default")
+    color_topic: str = param("/camera/camera/color/image_raw", "colour image (rgb8/bgr8)")
+    depth_topic: str = param(
+        "/camera/camera/aligned_depth_to_color/image_raw", "depth aligned to colour (16UC1 mm)"
+    )
+    info_topic: str = param("/camera/camera/color/camera_info", "colour camera_info")
+    num_points: int = param(400, "query points P0 per goal (grid mode: a square number)")
+    point_mode: str = param("grid", "how P0 is placed: grid | random")
+    sampler: str = param("ddim", "ddim (fast, deterministic) | ddpm (all diffusion steps)")
+    sampler_steps: int = param(10, "DDIM steps")
+    num_samples: int = param(4, "hypotheses K drawn per goal; their spread gives confidence")
+    sync_slop_s: float = param(0.02, "max colour/depth stamp difference to pair them (s)")
+    max_frame_age_s: float = param(1.0, "a goal needs a camera frame received this recently (s)")
+    min_goal_size_px: int = param(32, "smallest accepted goal image side (px)")
+    overlay_stride: int = param(2, "draw every n-th track in tracks/overlay")
+
+    def __post_init__(self) -> None:
+        check(self.num_points >= 1, f"num_points must be >= 1, got {self.num_points}")
+        check(
+            self.point_mode in POINT_MODES,
+            f"point_mode must be one of {POINT_MODES}, got {self.point_mode!r}",
+        )
+        check(
+            self.sampler in ("ddim", "ddpm"), f"sampler must be ddim or ddpm, got {self.sampler!r}"
+        )
+        check(self.sampler_steps >= 1, f"sampler_steps must be >= 1, got {self.sampler_steps}")
+        check(self.num_samples >= 1, f"num_samples must be >= 1, got {self.num_samples}")
+        check(self.sync_slop_s >= 0, f"sync_slop_s must be >= 0 s, got {self.sync_slop_s}")
+        check(
+            self.max_frame_age_s > 0, f"max_frame_age_s must be > 0 s, got {self.max_frame_age_s}"
+        )
+        check(self.torch_threads >= 0, f"torch_threads must be >= 0, got {self.torch_threads}")
+        check(self.overlay_stride >= 1, f"overlay_stride must be >= 1, got {self.overlay_stride}")
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """The checkpoint directory a ``checkpoint`` parameter names ('' = the shipped default)."""
+    if path:
+        return Path(path).expanduser()
+    try:
+        return Path(get_package_share_directory("t2a_perception")) / DEFAULT_MODEL
+    except PackageNotFoundError:
+        return Path(__file__).resolve().parents[2] / DEFAULT_MODEL
+
+
+class TrackPredictorNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("track_predictor", namespace="t2a", **kwargs)
+        cfg = self.cfg = declare_config(self, TrackPredictorConfig)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        self.predictor: TrackPredictor | None = None
+        self.model_error = ""
+        ckpt = resolve_checkpoint(cfg.checkpoint)
+        try:
+            self.predictor = TrackPredictor(ckpt, device=cfg.device)
+            self.get_logger().info(f"track model loaded from {ckpt}")
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
+            self.model_error = f"track model not loaded from {ckpt}: {exc}"
+            self.get_logger().error(self.model_error + " (set_goal will refuse goals)")
+
+        self._frames: StampPairer[Image] = StampPairer(cfg.sync_slop_s)
+        self._info: CameraInfo | None = None
+        self._frames_lock = threading.Lock()
+        sensors = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Image, cfg.color_topic, self._on_color, 5, callback_group=sensors)
+        self.create_subscription(Image, cfg.depth_topic, self._on_depth, 5, callback_group=sensors)
+        self.create_subscription(
+            CameraInfo, cfg.info_topic, self._on_info, 5, callback_group=sensors
+        )
+        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self._pub_tracks = self.create_publisher(PointTracks, "tracks", latched)
+        self._pub_markers = self.create_publisher(MarkerArray, "tracks/markers", latched)
+        self._pub_overlay = self.create_publisher(Image, "tracks/overlay", latched)
+        self.create_service(
+            SetGoal, "set_goal", self._on_set_goal, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self.goals_served = 0
+
+    # ------------------------------------------------------------------ sensors
+    def _on_color(self, msg: Image) -> None:
+        with self._frames_lock:
+            self._frames.add_color(ros_conv.stamp_to_sec(msg.header.stamp), time.monotonic(), msg)
+
+    def _on_depth(self, msg: Image) -> None:
+        with self._frames_lock:
+            self._frames.add_depth(ros_conv.stamp_to_sec(msg.header.stamp), time.monotonic(), msg)
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._info = msg
+
+    # ------------------------------------------------------------------ goals
+    def _on_set_goal(self, req: SetGoal.Request, res: SetGoal.Response) -> SetGoal.Response:
+        t0 = time.perf_counter()
+        try:
+            tracks, extra, image0 = self._predict(req)
+        except GoalRejected as exc:
+            res.success, res.message, res.goal_id = False, str(exc), ""
+            self.get_logger().warn(f"set_goal refused: {exc}")
+            return res
+        msg = ros_conv.point_tracks_to_msg(tracks, extra)
+        self._pub_tracks.publish(msg)
+        self._pub_markers.publish(track_markers(tracks, msg.header.stamp))
+        overlay = draw_tracks(image0, tracks.tracks_px, tracks.confidence, self.cfg.overlay_stride)
+        self._pub_overlay.publish(
+            ros_conv.numpy_to_image(overlay, "rgb8", msg.header.stamp, tracks.frame_id)
+        )
+        self.goals_served += 1
+        res.success, res.goal_id = True, tracks.goal_id
+        res.message = (
+            f"{tracks.num_points} points, {tracks.horizon} steps, "
+            f"{extra['num_samples']} samples x {extra['sampler_steps']} steps in "
+            f"{extra['inference_time_s']:.2f} s (total {time.perf_counter() - t0:.2f} s)"
+        )
+        self.get_logger().info(f"goal {tracks.goal_id}: {res.message}")
+        return res
+
+    def _predict(self, req: SetGoal.Request) -> tuple[PointTrackSet, dict, np.ndarray]:
+        cfg = self.cfg
+        if self.predictor is None:
+            raise GoalRejected(self.model_error)
+        goal = _rgb_or_reject(req.goal_image, "goal image")
+        if min(goal.shape[:2]) < cfg.min_goal_size_px:
+            raise GoalRejected(
+                f"goal image is {goal.shape[1]}x{goal.shape[0]}, smaller than "
+                f"{cfg.min_goal_size_px} px on a side"
+            )
+        with self._frames_lock:
+            pair = self._frames.latest()
+            counts = self._frames.counts()
+        if pair is None or self._info is None:
+            raise GoalRejected(
+                f"no camera frame yet (colour {counts[0]}, depth {counts[1]} buffered within "
+                f"{cfg.sync_slop_s} s of each other, camera_info "
+                f"{'received' if self._info else 'missing'}) on {cfg.color_topic}"
+            )
+        color_msg, depth_msg, stamp_s, received = pair
+        age = time.monotonic() - received
+        if age > cfg.max_frame_age_s:
+            raise GoalRejected(
+                f"stale camera: latest frame is {age:.1f} s old (> {cfg.max_frame_age_s} s)"
+            )
+        try:
+            intr = ros_conv.camera_info_to_intrinsics(self._info)
+            depth_m = ros_conv.depth_to_meters(depth_msg)
+            image0 = (
+                _rgb_or_reject(req.initial_image, "initial image")
+                if req.initial_image.width
+                else ros_conv.image_to_rgb(color_msg, "camera image")
+            )
+        except ValueError as exc:
+            raise GoalRejected(str(exc)) from exc
+        h, w = image0.shape[:2]
+        if (intr.width, intr.height) != (w, h) or depth_m.shape != (h, w):
+            raise GoalRejected(
+                f"image {w}x{h}, aligned depth {depth_m.shape[1]}x{depth_m.shape[0]} and "
+                f"camera_info {intr.width}x{intr.height} disagree"
+            )
+        num_points = int(req.num_points) or cfg.num_points
+        seed = int(req.seed) if req.seed >= 0 else None
+        try:
+            points = sample_query_points(h, w, num_points, cfg.point_mode, seed=seed)
+            t0 = time.perf_counter()
+            pred = self.predictor.predict(
+                image0, goal, points, cfg.num_samples, cfg.sampler, cfg.sampler_steps, seed
+            )
+            dt = time.perf_counter() - t0
+        except ValueError as exc:
+            raise GoalRejected(str(exc)) from exc
+        tracks = PointTrackSet(
+            tracks_px=pred.tracks_px,
+            depth_m=depth_at_points(depth_m, points),
+            intrinsics=intr,
+            confidence=pred.confidence,
+            goal_id=uuid.uuid4().hex[:12],
+            stamp_s=stamp_s,
+            frame_id=color_msg.header.frame_id or "camera_color_optical_frame",
+        )
+        steps = (
+            cfg.sampler_steps
+            if cfg.sampler == "ddim"
+            else self.predictor.config.num_train_timesteps
+        )
+        extra = {"sampler_steps": steps, "num_samples": cfg.num_samples, "inference_time_s": dt}
+        return tracks, extra, image0
+
+
+class GoalRejected(Exception):
+    """A goal the node answers with success=false and this reason."""
+
+
+def _rgb_or_reject(msg: Image, what: str) -> np.ndarray:
+    if msg.width == 0 or msg.height == 0:
+        raise GoalRejected(f"{what} is empty (0x0)")
+    try:
+        return ros_conv.image_to_rgb(msg, what)
+    except ValueError as exc:
+        raise GoalRejected(str(exc)) from exc
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(TrackPredictorNode, args, threads=3)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""track_predictor over real DDS in its own process: goals accepted, tracks published, bad goals
+refused with a reason. The model is a small untrained one saved with the real checkpoint code:
+these tests are about the node, the model's accuracy is tested elsewhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+import torch
+from sensor_msgs.msg import Image
+from visualization_msgs.msg import MarkerArray
+
+from t2a_common import ros_conv
+from t2a_common.core.geometry import Intrinsics
+from t2a_common.testing import ChildProcess, ros_context, spin_until
+from t2a_msgs.msg import PointTracks
+from t2a_msgs.srv import SetGoal
+from t2a_perception.core.checkpoint import save_checkpoint
+from t2a_perception.core.model import TrackDiT, TrackModelConfig, TrackStats
+from t2a_perception.core.predictor import sample_query_points
+
+pytestmark = pytest.mark.ros
+W, H = 640, 480
+TINY = TrackModelConfig(image_size=32, model_size="T2A-Ti", hidden_size=32, depth=2, num_heads=2,
+                        encoder_width=8, point_frequencies=4, num_train_timesteps=20)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    return str(save_checkpoint(TrackDiT(TINY, TrackStats(0.1)), tmp_path_factory.mktemp("ckpt")))
+
+
+def _node_args(checkpoint: str, *extra: str) -> list[str]:
+    return ["-m", "t2a_perception.nodes.track_predictor", "--ros-args",
+            "-p", f"checkpoint:={checkpoint}", "-p", "num_points:=64", "-p", "num_samples:=2",
+            "-p", "max_frame_age_s:=0.6", *[a for e in extra for a in ("-p", e)]]  # fmt: skip
+
+
+class FakeCamera:
+    """Publishes realsense2_camera-style colour, aligned depth and camera_info messages."""
+
+    def __init__(self, node):
+        self.node = node
+        self.pubs = {
+            "color": node.create_publisher(Image, "/camera/camera/color/image_raw", 5),
+            "depth": node.create_publisher(
+                Image, "/camera/camera/aligned_depth_to_color/image_raw", 5
+            ),
+            "info": node.create_publisher(
+                ros_conv.CameraInfo, "/camera/camera/color/camera_info", 5
+            ),
+        }
+        rng = np.random.default_rng(0)
+        self.rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        self.depth_mm = rng.integers(500, 1500, (H, W), dtype=np.uint16)
+        self.depth_mm[:40] = 0  # a band with no depth
+        self.intr = Intrinsics.from_fov(W, H, 42.0)
+
+    def publish(self):
+        stamp = self.node.get_clock().now().to_msg()
+        frame = "camera_color_optical_frame"
+        self.pubs["color"].publish(ros_conv.numpy_to_image(self.rgb, "rgb8", stamp, frame))
+        self.pubs["depth"].publish(ros_conv.numpy_to_image(self.depth_mm, "16UC1", stamp, frame))
+        self.pubs["info"].publish(ros_conv.intrinsics_to_camera_info(self.intr, stamp, frame))
+
+
+def _call(node, client, request, camera=None, timeout=30.0):
+    future = client.call_async(request)
+    deadline = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < deadline:
+        if camera is not None:
+            camera.publish()
+        spin_until(node, future.done, timeout=0.1)
+    assert future.done(), "set_goal did not answer"
+    return future.result()
+
+
+def test_goals_over_dds(checkpoint, tmp_path):
+    with ChildProcess(_node_args(checkpoint)) as proc, ros_context() as ctx:
+        node = rclpy.create_node("perception_probe", context=ctx)
+        cam = FakeCamera(node)
+        got: dict = {}
+        node.create_subscription(PointTracks, "/t2a/tracks", lambda m: got.__setitem__("t", m),
+                                 rclpy.qos.QoSProfile(depth=1, durability=1))  # fmt: skip
+        node.create_subscription(Image, "/t2a/tracks/overlay", lambda m: got.__setitem__("o", m),
+                                 rclpy.qos.QoSProfile(depth=1, durability=1))  # fmt: skip
+        node.create_subscription(MarkerArray, "/t2a/tracks/markers",
+                                 lambda m: got.__setitem__("m", m),
+                                 rclpy.qos.QoSProfile(depth=1, durability=1))  # fmt: skip
+        client = node.create_client(SetGoal, "/t2a/set_goal")
+        assert client.wait_for_service(timeout_sec=30.0), proc.stop()
+        goal = ros_conv.numpy_to_image(cam.rgb[::2, ::2].copy(), "rgb8")
+
+        res = _call(node, client, SetGoal.Request(goal_image=goal, seed=1))
+        assert not res.success and "no camera frame yet" in res.message, res.message
+
+        for bad, reason in [
+            (ros_conv.numpy_to_image(np.zeros((240, 320), np.uint8), "mono8"),
+             "goal image is 320x240 mono8, expected rgb8"),
+            (Image(), "goal image is empty"),
+            (ros_conv.numpy_to_image(np.zeros((8, 8, 3), np.uint8), "rgb8"), "smaller than 32"),
+        ]:  # fmt: skip
+            res = _call(node, client, SetGoal.Request(goal_image=bad), camera=cam)
+            assert not res.success and reason in res.message, res.message
+            assert res.goal_id == ""
+
+        res = _call(node, client, SetGoal.Request(goal_image=goal, seed=3), camera=cam)
+        assert res.success, res.message
+        assert spin_until(node, lambda: len(got) == 3 and got["t"].goal_id == res.goal_id, 10.0)
+        tracks = ros_conv.msg_to_point_tracks(got["t"])
+        assert (tracks.num_points, tracks.horizon) == (64, TINY.horizon)
+        p0 = sample_query_points(H, W, 64, "grid")
+        np.testing.assert_array_equal(tracks.tracks_px[0], p0)  # P0 is exactly the query points
+        rows, cols = np.round(p0[:, 1]).astype(int), np.round(p0[:, 0]).astype(int)
+        expected = cam.depth_mm[rows, cols] / 1000.0
+        no_depth = rows < 38
+        assert np.isnan(tracks.depth_m[no_depth]).all()
+        assert np.abs(tracks.depth_m[~no_depth] - expected[~no_depth]).max() < 0.6
+        assert (got["o"].width, got["o"].height, got["o"].encoding) == (W, H, "rgb8")
+        assert tracks.intrinsics == cam.intr and tracks.confidence is not None
+
+        # t2a-send-goal: the CLI a user types, against the same node.
+        path = tmp_path / "goal.png"
+        cv2.imwrite(str(path), cv2.cvtColor(cam.rgb, cv2.COLOR_RGB2BGR))
+        cli = subprocess.Popen([sys.executable, "-m", "t2a_perception.send_goal", str(path),
+                                "--seed", "0"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+        while cli.poll() is None:
+            cam.publish()
+            spin_until(node, lambda: False, timeout=0.1)
+        out = cli.communicate()[0]
+        assert cli.returncode == 0 and "accepted" in out and "goal_id:" in out, out
+
+        # Stale camera: no frame for longer than max_frame_age_s -> refused.
+        spin_until(node, lambda: False, timeout=1.0)
+        res = _call(node, client, SetGoal.Request(goal_image=goal))
+        assert not res.success and "stale camera" in res.message, res.message
+        node.destroy_node()
+
+
+def test_missing_model_refuses_goals(tmp_path):
+    with ChildProcess(_node_args(str(tmp_path / "nothing"))) as proc, ros_context() as ctx:
+        node = rclpy.create_node("perception_probe2", context=ctx)
+        cam = FakeCamera(node)
+        client = node.create_client(SetGoal, "/t2a/set_goal")
+        assert client.wait_for_service(timeout_sec=30.0), proc.stop()
+        goal = ros_conv.numpy_to_image(cam.rgb, "rgb8")
+        res = _call(node, client, SetGoal.Request(goal_image=goal), camera=cam)
+        assert not res.success and "track model not loaded" in res.message, res.message
+        node.destroy_node()
