@@ -16,7 +16,7 @@ import sys
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Transform, Vector3
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from t2a_common.core.geometry import Intrinsics, matrix_to_pose, pose_to_matrix
 from t2a_common.core.types import EEPlan, PointTrackSet
@@ -228,6 +228,37 @@ def matrix_to_transform_msg(T: np.ndarray) -> Transform:
         translation=Vector3(x=float(t[0]), y=float(t[1]), z=float(t[2])),
         rotation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
     )
+
+
+# --------------------------------------------------------------------------- joints
+
+
+def joint_positions(msg: JointState, names: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Positions of ``names`` (in that order) from a JointState that may hold more joints, in
+    any order. Raises ValueError naming the joints that are missing or have no position."""
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index or index[n] >= len(msg.position)]
+    if missing:
+        raise ValueError(f"joint_states lacks positions for {missing} (has {list(msg.name)[:12]})")
+    return np.array([msg.position[index[n]] for n in names], dtype=float)
+
+
+def joint_state_msg(
+    names: tuple[str, ...] | list[str],
+    position,
+    velocity=None,
+    effort=None,
+    stamp: Time | None = None,
+) -> JointState:
+    """JointState for ``names`` with positions (rad or m) and optional velocities and efforts."""
+    msg = JointState(name=list(names), position=[float(v) for v in position])
+    if velocity is not None:
+        msg.velocity = [float(v) for v in velocity]
+    if effort is not None:
+        msg.effort = [float(v) for v in effort]
+    if stamp is not None:
+        msg.header.stamp = stamp
+    return msg
 
 
 # --------------------------------------------------------------------------- time

@@ -205,3 +205,10 @@ def test_ee_plan_round_trip_ok_and_failed():
     failed = ros_conv.ee_plan_to_msg(EEPlan.failed(PLAN_NO_MOTION, "tracks do not move"))
     assert failed.status == PLAN_NO_MOTION and len(failed.ee_poses) == 0
     assert not ros_conv.msg_to_ee_plan(failed).ok
+
+
+def test_joint_positions_by_name():
+    msg = ros_conv.joint_state_msg(["b", "a", "c"], [2.0, 1.0, 3.0], velocity=[0, 0, 0])
+    np.testing.assert_array_equal(ros_conv.joint_positions(msg, ("a", "b")), [1.0, 2.0])
+    with pytest.raises(ValueError, match=r"lacks positions for \['z'\]"):
+        ros_conv.joint_positions(msg, ("a", "z"))
