@@ -1,0 +1,514 @@
+"""Control loop core closed around the kinematic FakeArmDriver (unit tier: numpy only, fast).
+
+The synthetic task: from the ready pose, approach a grasp pose from 8 cm above, grasp, pull the
+object 20 cm towards the body in 2 s, release and retreat upwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from t2a_common.core.config import fields, load_yaml
+from t2a_common.core.types import PLAN_NO_MOTION, PLAN_OK, EEPlan
+from t2a_control.core.controller import (
+    ACTIVE_STATES,
+    RESIDUAL_CLIPPED,
+    STATES,
+    Command,
+    Controller,
+    ControllerConfig,
+    Observation,
+)
+from t2a_control.core.driver import ArmDriver, FakeArmDriver, gripper_opening
+from t2a_control.core.kinematics import fk, rotation_log
+from t2a_control.core.safety import SafetyConfig, rotation_exp
+from t2a_control.core.spot_arm import LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER
+
+PACKAGE = Path(__file__).resolve().parents[1]
+CONTROL_STATUS_MSG = PACKAGE.parent / "t2a_msgs" / "msg" / "ControlStatus.msg"
+PERIOD = 0.2  # s
+WATCHED = ("joint_states", "image")
+IMAGE = np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+def pull_plan(steps: int = 11, pull_m: float = 0.2, **changes) -> EEPlan:
+    """Grasp at (0.95, 0.05, 0.05) m with the ready orientation, pull -x by ``pull_m``."""
+    T_grasp = fk(READY)
+    T_grasp[:3, 3] = [0.95, 0.05, 0.05]
+    T_pregrasp = T_grasp.copy()
+    T_pregrasp[2, 3] += 0.08  # approach straight down
+    poses = np.repeat(T_grasp[None], steps, axis=0)  # (T, 4, 4)
+    poses[:, 0, 3] -= np.linspace(0.0, pull_m, steps)
+    # Plan times count from the start of the whole run (the planner includes the approach).
+    times = 3.0 + PERIOD * np.arange(steps)
+    kwargs = dict(
+        status=PLAN_OK,
+        message="",
+        ee_poses=poses,
+        times_s=times,
+        pregrasp=T_pregrasp,
+        grasp_step=0,
+        goal_id="pull",
+    )
+    kwargs.update(changes)
+    return EEPlan(**kwargs)
+
+
+@dataclasses.dataclass
+class Loop:
+    """The node's job in miniature: observe, tick, send, advance the fake arm by one period."""
+
+    controller: Controller
+    driver: FakeArmDriver
+    commands: list[Command] = dataclasses.field(default_factory=list)
+    hand: list[np.ndarray] = dataclasses.field(default_factory=list)  # measured T_body_tool
+    joints: list[np.ndarray] = dataclasses.field(default_factory=list)  # measured q
+    fresh: dict[str, bool] = dataclasses.field(default_factory=lambda: dict.fromkeys(WATCHED, True))
+    _stamps: dict[str, float] = dataclasses.field(default_factory=dict)
+    _gripper_open: bool = True
+
+    def tick(self) -> Command:
+        q, gripper, now = self.driver.joint_positions()
+        for name in WATCHED:
+            if self.fresh[name]:
+                self._stamps[name] = now
+        obs = Observation(
+            now, q, gripper, image=IMAGE, image_stamp_s=now, stamps=dict(self._stamps)
+        )
+        cmd = self.controller.tick(obs)
+        if cmd.send_joints:
+            self.driver.send_joint_targets(cmd.q_target)  # raises on anything unsafe
+        if cmd.gripper_open != self._gripper_open:
+            ok, _ = self.driver.open_gripper() if cmd.gripper_open else self.driver.close_gripper()
+            assert ok
+            self._gripper_open = cmd.gripper_open
+        self.commands.append(cmd)
+        self.hand.append(fk(q))
+        self.joints.append(q)
+        self.driver.step(PERIOD)
+        return cmd
+
+    def run_until(self, predicate, max_ticks: int = 200) -> Command:
+        for _ in range(max_ticks):
+            cmd = self.tick()
+            if predicate(cmd):
+                return cmd
+        raise AssertionError(f"condition not met in {max_ticks} ticks; last: {self.commands[-1]}")
+
+    def states(self) -> list[str]:
+        """State sequence without repeats."""
+        out: list[str] = []
+        for cmd in self.commands:
+            if not out or out[-1] != cmd.state:
+                out.append(cmd.state)
+        return out
+
+
+def make_loop(config: ControllerConfig | None = None, policy=None, plan: EEPlan | None = None):
+    controller = Controller(config or ControllerConfig(), policy)
+    if plan is not None:
+        controller.set_plan(plan)
+    return Loop(controller, FakeArmDriver())
+
+
+def finished(cmd: Command) -> bool:
+    return cmd.state in ("done", "failed")
+
+
+class ConstantPolicy:
+    """A residual policy that always predicts the same correction (and records its inputs)."""
+
+    def __init__(self, delta, gripper: float = 0.0) -> None:
+        self.delta = np.asarray(delta, dtype=float)
+        self.gripper = gripper
+        self.inputs: list[dict] = []
+        self.resets = 0
+
+    def predict(self, obs: dict) -> dict:
+        self.inputs.append(obs)
+        return {"delta": self.delta, "gripper": self.gripper}
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Open loop, end to end
+# ---------------------------------------------------------------------------------------------
+
+
+def test_open_loop_goes_through_every_state_and_ends_near_the_final_pose():
+    plan = pull_plan()
+    loop = make_loop(plan=plan)
+    loop.run_until(finished)
+
+    assert loop.states() == ["approach", "grasp", "execute", "release", "done"]
+    release = next(i for i, c in enumerate(loop.commands) if c.state == "release")
+    # At the start of the release the hand is at the plan's last pose...
+    p_err = np.linalg.norm(loop.hand[release][:3, 3] - plan.ee_poses[-1][:3, 3])
+    r_err = np.linalg.norm(rotation_log(loop.hand[release][:3, :3] @ plan.ee_poses[-1][:3, :3].T))
+    assert p_err < 0.005 and r_err < 0.03
+    # ... and at the end it has retreated 10 cm against the (downward) approach.
+    T_final = fk(loop.driver.joint_positions()[0])
+    np.testing.assert_allclose(T_final[:3, 3], plan.ee_poses[-1][:3, 3] + [0, 0, 0.1], atol=0.005)
+
+    # The gripper closed during grasp, stayed closed through execute, opened for the release.
+    by_state = {s: {c.gripper_open for c in loop.commands if c.state == s} for s in STATES}
+    assert by_state["execute"] == {False} and by_state["done"] == {True}
+    assert by_state["grasp"] == {True, False}
+    # Steps advance monotonically through the plan.
+    steps = [c.step for c in loop.commands if c.state == "execute"]
+    assert steps[0] == 0 and steps[-1] >= plan.num_steps - 2 and steps == sorted(steps)
+    assert loop.commands[-1].step == plan.num_steps - 1
+    # Every streamed command obeyed the joint speed limits (the fake also checked joint limits).
+    dq = np.diff(np.array(loop.joints), axis=0)
+    assert np.all(np.abs(dq) <= MAX_JOINT_SPEED * 0.5 * PERIOD + 1e-9)
+    assert all(c.violations == () for c in loop.commands), "nominal run hit a safety limit"
+    assert all(c.hold_reason == "" for c in loop.commands)
+    assert set(loop.commands[1].timings_ms) >= {"safety", "ik", "total"}
+
+
+def test_done_stops_streaming_and_stays_done():
+    loop = make_loop(plan=pull_plan())
+    loop.run_until(finished)
+    sent = len(loop.driver.sent)
+    for _ in range(3):
+        cmd = loop.tick()
+        assert cmd.state == "done" and not cmd.send_joints
+    assert len(loop.driver.sent) == sent
+
+
+def test_idle_without_a_plan_sends_nothing():
+    loop = make_loop()
+    for _ in range(3):
+        cmd = loop.tick()
+        assert cmd.state == "idle" and cmd.step == -1 and not cmd.send_joints
+    assert loop.driver.sent == []
+
+
+# ---------------------------------------------------------------------------------------------
+# stop, watchdog, failures
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stop_holds_then_goes_idle_without_the_plan():
+    loop = make_loop(plan=pull_plan())
+    loop.run_until(lambda c: c.state == "execute" and c.step >= 3)
+    loop.controller.stop()
+    q_stop = loop.driver.joint_positions()[0]
+    cmd = loop.tick()
+    assert cmd.state == "hold" and cmd.hold_reason == "stop requested" and cmd.send_joints
+    np.testing.assert_array_equal(cmd.q_target, q_stop)
+    for _ in range(5):
+        cmd = loop.tick()
+        assert cmd.state == "idle" and cmd.step == -1 and cmd.goal_id == "" and not cmd.send_joints
+    # The arm came to rest at the hold target (it was at most one tick's step from it).
+    q_end = loop.driver.joint_positions()[0]
+    np.testing.assert_allclose(q_end, q_stop, atol=1e-12)
+
+
+def test_stale_input_holds_within_two_ticks_and_resumes_where_it_was():
+    plan = pull_plan()
+    loop = make_loop(plan=plan)
+    cmd = loop.run_until(lambda c: c.state == "execute" and c.step >= 3)
+    step_before = cmd.step
+    loop.fresh["image"] = False  # the camera stops: its last stamp is this tick's
+    last_image_tick = len(loop.commands) - 1
+    held_at = None
+    for _ in range(6):
+        cmd = loop.tick()
+        if cmd.state == "hold" and held_at is None:
+            held_at = len(loop.commands) - 1
+            q_held = cmd.q_target.copy()
+    # Two periods old is still fresh; the first tick past that holds.
+    assert held_at == last_image_tick + 3
+    hold_cmds = loop.commands[held_at:]
+    assert all(c.state == "hold" and "image" in c.hold_reason for c in hold_cmds)
+    assert all(np.array_equal(c.q_target, q_held) for c in hold_cmds)
+    # The arm does not creep while holding (one tick to finish the last step, then still).
+    np.testing.assert_allclose(loop.joints[-1], loop.joints[held_at + 1], atol=1e-12)
+
+    loop.fresh["image"] = True
+    cmd = loop.tick()
+    assert cmd.state == "execute" and cmd.step >= step_before
+    assert cmd.step <= [c.step for c in loop.commands if c.state == "execute"][-2] + 1
+    loop.run_until(finished)
+    assert loop.states()[-3:] == ["execute", "release", "done"]
+
+
+def test_a_plan_pose_ik_cannot_reach_fails_before_any_motion():
+    plan = pull_plan()
+    poses = np.array(plan.ee_poses)
+    poses[5, :3, 3] = [1.2, 0.7, 0.3]  # inside the box, 1.1 m from the shoulder (reach 0.94)
+    loop = make_loop(plan=pull_plan(ee_poses=poses))
+    for _ in range(3):
+        cmd = loop.tick()
+        assert cmd.state == "failed"
+        assert cmd.hold_reason.startswith("plan pose 5 is not reachable (unreachable)")
+        np.testing.assert_array_equal(cmd.q_target, READY)
+    assert all(np.array_equal(q, READY) for q in loop.driver.sent)
+    np.testing.assert_array_equal(loop.driver.joint_positions()[0], READY)
+
+
+def test_a_plan_pose_outside_the_workspace_fails_before_any_motion():
+    poses = np.array(pull_plan().ee_poses)
+    poses[3, 2, 3] = -0.6  # below the box's -0.45 m (the ground is about -0.5 m)
+    loop = make_loop(plan=pull_plan(ee_poses=poses))
+    cmd = loop.tick()
+    assert cmd.state == "failed"
+    assert cmd.hold_reason.startswith(
+        "plan pose 3 at [0.89, 0.05, -0.6] m is outside the workspace"
+    )
+    np.testing.assert_array_equal(loop.driver.joint_positions()[0], READY)
+
+
+def test_a_non_ok_plan_fails_without_touching_the_arm():
+    loop = make_loop(plan=EEPlan.failed(PLAN_NO_MOTION, "no point moves", goal_id="g1"))
+    for _ in range(3):
+        cmd = loop.tick()
+        assert cmd.state == "failed" and not cmd.send_joints
+        assert "not OK" in cmd.hold_reason and "no point moves" in cmd.hold_reason
+    assert loop.driver.sent == []
+
+
+class UnreachableInExecute:
+    """Absolute-mode policy: follows the plan until execute, then asks for an unreachable pose."""
+
+    def __init__(self) -> None:
+        self.T_far = fk(READY)
+        self.T_far[:3, 3] = [1.2, 0.7, 0.3]  # in the box, out of reach
+
+    def predict(self, obs: dict) -> dict:
+        return {"pose": self.T_far if obs["state"] == "execute" else obs["plan_pose"]}
+
+
+def test_ik_failure_at_run_time_holds_in_place_then_fails():
+    # Wide safety limits so the far goal reaches IK unshortened: the failure is IK's, at once.
+    safety = SafetyConfig(max_linear_speed_mps=100.0, max_angular_speed_rps=100.0)
+    config = ControllerConfig(mode="absolute", safety=safety, ik_fail_ticks=3)
+    loop = make_loop(config, UnreachableInExecute(), plan=pull_plan())
+    loop.run_until(lambda c: c.state != "grasp" and len(loop.commands) > 3)
+    q_grasp = loop.joints[-1]
+    cmds = [loop.commands[-1]] + [loop.tick() for _ in range(3)]
+    assert [c.state for c in cmds] == ["hold", "hold", "failed", "failed"]
+    assert all(c.hold_reason.startswith("IK unreachable") for c in cmds)
+    assert "3 ticks in a row" in cmds[2].hold_reason
+    for c in cmds:
+        np.testing.assert_allclose(c.q_target, q_grasp, atol=1e-12)
+    np.testing.assert_allclose(loop.driver.joint_positions()[0], q_grasp, atol=1e-12)
+
+
+def test_approach_that_cannot_finish_times_out():
+    config = ControllerConfig(approach_timeout_s=0.5)
+    loop = make_loop(config, plan=pull_plan())
+    cmd = loop.run_until(finished, max_ticks=10)
+    assert cmd.state == "failed" and cmd.hold_reason.startswith("approach: pre-grasp pose")
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual policy
+# ---------------------------------------------------------------------------------------------
+
+DELTA = np.array([0.01, -0.02, 0.015, 0.0, 0.05, 0.1])  # m, rad (body frame)
+
+
+def test_residual_mode_offsets_the_executed_poses_by_the_policy_delta():
+    plan = pull_plan()
+    policy = ConstantPolicy(DELTA)
+    loop = make_loop(ControllerConfig(mode="residual"), policy, plan)
+    assert policy.resets == 1
+    loop.run_until(finished)
+    assert loop.states() == ["approach", "grasp", "execute", "release", "done"]
+
+    release = next(i for i, c in enumerate(loop.commands) if c.state == "release")
+    T_hand, T_plan = loop.hand[release], plan.ee_poses[-1]
+    # Translation added, rotation composed on the left in the body frame: exp(w) @ R.
+    np.testing.assert_allclose(T_hand[:3, 3], T_plan[:3, 3] + DELTA[:3], atol=0.005)
+    w = rotation_log(T_hand[:3, :3] @ T_plan[:3, :3].T)
+    np.testing.assert_allclose(w, DELTA[3:], atol=0.03)
+    # The commanded goal itself is exactly the composition.
+    last_execute = [c for c in loop.commands if c.state == "execute"][-1]
+    expected = np.eye(4)
+    expected[:3, :3] = rotation_exp(DELTA[3:]) @ T_plan[:3, :3]
+    expected[:3, 3] = T_plan[:3, 3] + DELTA[:3]
+    np.testing.assert_allclose(last_execute.ee_goal, expected, atol=1e-9)
+
+    inputs = policy.inputs[0]
+    assert {"image", "goal_image", "tracks", "plan_poses", "plan_pose", "ee_pose", "q"} <= set(
+        inputs
+    )
+    assert {i["state"] for i in policy.inputs} == {"grasp", "execute"}  # default policy_states
+
+
+def test_residual_delta_is_cut_to_its_limits():
+    policy = ConstantPolicy([0.5, 0.0, 0.0, 0.0, 0.0, 0.0])  # 50 cm: far beyond a correction
+    config = ControllerConfig(mode="residual", max_residual_translation_m=0.02)
+    plan = pull_plan()
+    loop = make_loop(config, policy, plan)
+    cmd = loop.run_until(lambda c: c.state == "grasp")
+    assert RESIDUAL_CLIPPED in cmd.violations
+    grasp_goal = plan.ee_poses[0][:3, 3] + [0.02, 0.0, 0.0]
+    loop.run_until(lambda c: c.state == "execute")
+    np.testing.assert_allclose(loop.hand[-1][:3, 3], grasp_goal, atol=0.005)
+
+
+def test_action_chunks_use_their_first_row():
+    chunk = np.zeros((4, 6))
+    chunk[0] = DELTA
+    chunk[1:] = 1.0  # would be clipped, and be visible, if used
+    loop = make_loop(ControllerConfig(mode="residual"), ConstantPolicy(chunk), pull_plan())
+    loop.run_until(lambda c: c.state == "execute")
+    assert all(RESIDUAL_CLIPPED not in c.violations for c in loop.commands)
+
+
+class Broken:
+    def predict(self, obs: dict) -> dict:
+        raise RuntimeError("CUDA out of memory")
+
+
+def test_a_broken_policy_fails_the_run_with_its_error():
+    loop = make_loop(ControllerConfig(mode="residual"), Broken(), pull_plan())
+    cmd = loop.run_until(finished)
+    assert cmd.hold_reason == "policy raised RuntimeError: CUDA out of memory"
+    assert loop.states() == ["approach", "failed"]
+
+
+def test_a_non_finite_policy_output_holds_and_then_fails():
+    config = ControllerConfig(mode="residual", ik_fail_ticks=2)
+    loop = make_loop(config, ConstantPolicy([np.nan] * 6), pull_plan())
+    cmd = loop.run_until(finished)
+    assert cmd.state == "failed" and "non_finite_goal" in cmd.hold_reason
+    assert loop.states() == ["approach", "hold", "failed"]
+
+
+class AbsoluteVector:
+    """Absolute-mode policy that answers with the plan pose as a 6-vector [position, rotvec]."""
+
+    def predict(self, obs: dict) -> dict:
+        T = obs["plan_pose"]
+        return {"delta": np.concatenate([T[:3, 3], rotation_log(T[:3, :3])]), "gripper": 1.0}
+
+
+def test_absolute_mode_reads_a_6_vector_as_a_pose_and_policy_gripper_drives_the_gripper():
+    plan = pull_plan()
+    config = ControllerConfig(mode="absolute", policy_gripper=True)
+    loop = make_loop(config, AbsoluteVector(), plan)
+    loop.run_until(finished)
+    assert loop.states() == ["approach", "grasp", "execute", "release", "done"]
+    release = next(i for i, c in enumerate(loop.commands) if c.state == "release")
+    np.testing.assert_allclose(loop.hand[release], plan.ee_poses[-1], atol=0.005)
+    # The policy said "open" (1.0) throughout execute; the state machine still closed for grasp.
+    assert {c.gripper_open for c in loop.commands if c.state == "execute"} == {True}
+    assert False in {c.gripper_open for c in loop.commands if c.state == "grasp"}
+
+
+def test_policy_modes_need_a_policy():
+    with pytest.raises(ValueError, match="needs a policy"):
+        Controller(ControllerConfig(mode="residual"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Contracts: message constants, YAML, config validation, the fake driver
+# ---------------------------------------------------------------------------------------------
+
+
+def test_state_names_and_codes_match_control_status_msg():
+    text = CONTROL_STATUS_MSG.read_text()
+    codes = {m[0].lower(): int(m[1]) for m in re.findall(r"uint8 STATE_(\w+) = (\d+)", text)}
+    assert codes == {name: i for i, name in enumerate(STATES)}
+    assert (
+        Command(np.zeros(6), True, False, "failed", -1, 0, np.eye(4)).state_code == codes["failed"]
+    )
+
+
+def test_controller_yaml_lists_every_parameter_with_its_default():
+    path = PACKAGE / "config" / "controller.yaml"
+    assert load_yaml(ControllerConfig, path, "residual_controller") == ControllerConfig()
+    import yaml
+
+    section = yaml.safe_load(path.read_text())["residual_controller"]["ros__parameters"]
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k]
+
+    assert sorted(flat(section)) == sorted(f.name for f in fields(ControllerConfig))
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"rate_hz": 0.0}, "rate_hz"),
+        ({"mode": "closed_loop"}, "open_loop, residual, absolute"),
+        ({"move_speed_mps": 1.0}, "must not exceed the safety limits"),
+        ({"gripper_closed_opening": 0.99}, "closed < open"),
+        ({"ik_fail_ticks": 0}, "ik_fail_ticks"),
+        ({"policy_states": ("release",)}, "policy_states"),
+    ],
+)
+def test_config_rejects_bad_values(changes, match):
+    with pytest.raises(ValueError, match=match):
+        ControllerConfig(**changes)
+
+
+def test_observation_rejects_non_finite_joints():
+    with pytest.raises(ValueError, match="6 finite angles"):
+        Observation(0.0, np.full(6, np.nan), 1.0)
+
+
+def test_fake_driver_is_an_arm_driver_that_moves_at_the_speed_limits():
+    driver = FakeArmDriver()
+    assert isinstance(driver, ArmDriver)
+    target = READY + np.array([1.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+    driver.send_joint_targets(target)
+    driver.step(0.1)
+    q, gripper, stamp = driver.joint_positions()
+    np.testing.assert_allclose(q - READY, [0.2, 0.0, 0.0, 0.0, 0.0, -0.3])
+    assert stamp == pytest.approx(0.1) and gripper == 1.0
+    for _ in range(10):
+        driver.step(0.1)
+    np.testing.assert_allclose(driver.joint_positions()[0], target)
+
+    driver.object_opening = 0.3  # something between the fingers
+    assert driver.close_gripper()[0]
+    for _ in range(10):
+        driver.step(0.1)
+    assert driver.joint_positions()[1] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(
+    "q", [np.full(6, np.nan), np.zeros(5), np.where(np.arange(6) == 1, UPPER + 0.1, 0.0)]
+)
+def test_fake_driver_refuses_what_a_robot_refuses(q):
+    with pytest.raises(ValueError):
+        FakeArmDriver().send_joint_targets(q)
+
+
+def test_fake_driver_start_up_order():
+    driver = FakeArmDriver(ready=False)
+    np.testing.assert_array_equal(driver.joint_positions()[0], STOW)
+    assert not driver.power_on()[0]  # no lease yet
+    assert driver.claim()[0] and driver.power_on()[0]
+    assert not driver.unstow()[0]  # not standing
+    with pytest.raises(ValueError, match="not powered, standing and unstowed"):
+        driver.send_joint_targets(READY)
+    assert driver.stand()[0] and driver.unstow()[0]
+    for _ in range(20):
+        driver.step(0.1)
+    np.testing.assert_allclose(driver.joint_positions()[0], READY)
+    assert np.all(driver.joint_positions()[0] >= LOWER)
+
+
+def test_gripper_opening_from_finger_angle():
+    assert gripper_opening(0.0) == 0.0
+    assert gripper_opening(-1.57) == 1.0
+    assert gripper_opening(-0.785) == pytest.approx(0.5)
+
+
+def test_active_states_are_the_moving_ones():
+    assert ACTIVE_STATES == ("approach", "grasp", "execute", "release")
