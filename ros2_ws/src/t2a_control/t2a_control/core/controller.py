@@ -77,7 +77,7 @@ class ControllerConfig:
         0.05, "gripper opening at or below which it counts as closed (0 closed .. 1 open)"
     )
     gripper_open_opening: float = param(
-        0.95, "gripper opening at or above which it counts as open (0 closed .. 1 open)"
+        0.85, "gripper opening at or above which it counts as open (0 closed .. 1 open)"
     )
     max_tracking_error_m: float = param(
         0.05, "the plan clock pauses while the hand is further than this from its last goal (m)"

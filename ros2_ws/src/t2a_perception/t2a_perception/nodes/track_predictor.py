@@ -2,9 +2,10 @@
 
 Keeps the latest colour + aligned depth pair (own stamp pairing) and camera_info; ``set_goal``
 samples query points P0 on the current frame, predicts their tracks towards the goal image, and
-publishes ``tracks`` (transient local, so a late planner still gets them), ``tracks/markers`` and
-``tracks/overlay``. Prediction runs in the service callback on its own callback group of a
-multi-threaded executor, so camera callbacks keep arriving while the model runs.
+publishes ``tracks`` (transient local, so a late planner still gets them), ``tracks/markers``,
+``tracks/overlay`` and the accepted ``goal_image`` (for the residual policy). Prediction runs in
+the service callback on its own callback group of a multi-threaded executor, so camera callbacks
+keep arriving while the model runs.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class TrackPredictorNode(Node):
         self._pub_tracks = self.create_publisher(PointTracks, "tracks", latched)
         self._pub_markers = self.create_publisher(MarkerArray, "tracks/markers", latched)
         self._pub_overlay = self.create_publisher(Image, "tracks/overlay", latched)
+        self._pub_goal = self.create_publisher(Image, "goal_image", latched)
         self.create_service(
             SetGoal, "set_goal", self._on_set_goal, callback_group=MutuallyExclusiveCallbackGroup()
         )
@@ -147,6 +149,7 @@ class TrackPredictorNode(Node):
             self.get_logger().warn(f"set_goal refused: {exc}")
             return res
         msg = ros_conv.point_tracks_to_msg(tracks, extra)
+        self._pub_goal.publish(req.goal_image)  # the residual policy looks at the goal too
         self._pub_tracks.publish(msg)
         self._pub_markers.publish(track_markers(tracks, msg.header.stamp))
         overlay = draw_tracks(image0, tracks.tracks_px, tracks.confidence, self.cfg.overlay_stride)
