@@ -312,9 +312,9 @@ class Controller:
 
         The policy (modes residual/absolute, in ``policy_states``) gets a dict with: "image"
         (H, W, 3) uint8 or None, "image_stamp_s", "goal_image", "tracks" (PointTrackSet or
-        None), "plan_poses" (T, 4, 4) and "plan_times_s" (T,) of the open-loop plan, "step"
-        (int), "plan_pose" (4, 4) the open-loop goal a_bar_t being corrected, "ee_pose" (4, 4)
-        the measured hand pose, "q" (6,), "gripper", "state" and "time_s".
+        None), "plan_poses" (T, 4, 4), "plan_times_s" (T,) and "grasp_step" of the open-loop
+        plan, "step" (int), "plan_pose" (4, 4) the open-loop goal a_bar_t being corrected,
+        "ee_pose" (4, 4) the measured hand pose, "q" (6,), "gripper", "state" and "time_s".
         """
         t_start = self._timer()
         period = obs.now_s - self._last_now if self._last_now is not None else math.nan
@@ -640,6 +640,7 @@ class Controller:
             "tracks": obs.tracks,
             "plan_poses": plan.ee_poses,
             "plan_times_s": plan.times_s,
+            "grasp_step": plan.grasp_step,
             "step": self._step,
             "plan_pose": T_plan,
             "ee_pose": T_current,
