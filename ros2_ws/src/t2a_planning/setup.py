@@ -21,6 +21,8 @@ setup(
     description="Track2Act planning.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "planner = t2a_planning.nodes.planner:main",
+        ],
     },
 )

@@ -1,0 +1,85 @@
+"""One call from predicted tracks to an end-effector plan: what the planning node runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from t2a_common.core.geometry import Intrinsics
+from t2a_planning.core.config import PlannerConfig
+from t2a_planning.core.ee_plan import Plan, Reachable, build_ee_plan
+from t2a_planning.core.lifting import DepthFlag, lift_points, lift_with_point_depths
+from t2a_planning.core.rigid import estimate_object_motion
+from t2a_planning.core.status import Status
+
+
+def plan_from_tracks(
+    tracks_px: np.ndarray,
+    intrinsics: Intrinsics,
+    T_body_cam: np.ndarray,
+    T_body_tool: np.ndarray,
+    config: PlannerConfig | None = None,
+    *,
+    depth: np.ndarray | None = None,
+    point_depth_m: np.ndarray | None = None,
+    reachable: Reachable | None = None,
+) -> Plan:
+    """Lift P0, fit the object motion, and build the hand plan (Algorithm 1 + section 2.3).
+
+    tracks_px: (H+1, N, 2) pixel tracks in the image of ``intrinsics``, step 0 = P0.
+    depth: (height, width) aligned depth of I0 in metres (NaN or 0 = no data); preferred, since it
+    also gives the surface normal for the approach. point_depth_m: (N,) depths of P0 (e.g.
+    ``PointTracks.depth_m``), used when there is no depth image.
+    T_body_cam: camera extrinsics (4, 4); T_body_tool: current hand pose in the body frame (4, 4).
+    reachable: ``T_body_tool (4, 4) -> bool`` checked on every plan pose (default: all reachable).
+    Never raises on bad data: the plan's status and message say what was wrong.
+    """
+    config = config or PlannerConfig()
+    tracks = np.asarray(tracks_px, dtype=float)
+    if tracks.ndim != 3 or tracks.shape[0] < 2 or tracks.shape[2] != 2:
+        return Plan.failure(
+            Status.BAD_INPUT, f"tracks have shape {tracks.shape}, expected (H+1, N, 2) with H >= 1"
+        )
+    n = tracks.shape[1]
+    if depth is not None:
+        depth = np.asarray(depth)
+        expected = (intrinsics.height, intrinsics.width)
+        if depth.shape != expected:
+            return Plan.failure(
+                Status.BAD_INPUT,
+                f"depth image is {depth.shape[::-1]} (w, h), expected {expected[::-1]} to match "
+                "the camera info",
+            )
+        lifted = lift_points(tracks[0], depth, intrinsics, config)
+    elif point_depth_m is not None:
+        point_depth_m = np.asarray(point_depth_m, dtype=float)
+        if point_depth_m.shape != (n,):
+            return Plan.failure(
+                Status.BAD_INPUT,
+                f"point_depth_m has shape {point_depth_m.shape}, expected ({n},) like the tracks",
+            )
+        lifted = lift_with_point_depths(tracks[0], point_depth_m, intrinsics, config)
+    else:
+        return Plan.failure(Status.BAD_INPUT, "no depth: pass a depth image or point depths")
+
+    fit = estimate_object_motion(lifted.points_cam, lifted.valid, tracks, intrinsics.K, config)
+    plan = build_ee_plan(
+        fit,
+        lifted.points_cam,
+        T_body_cam,
+        T_body_tool,
+        config,
+        depth=depth,
+        intrinsics=intrinsics,
+        reachable=reachable,
+    )
+    rejected = {
+        flag.name.lower().replace("_", " "): int(np.sum(lifted.flags == flag))
+        for flag in DepthFlag
+        if flag != DepthFlag.OK and np.any(lifted.flags == flag)
+    }
+    if rejected:
+        detail = ", ".join(f"{k}: {v}" for k, v in rejected.items())
+        plan = dataclasses.replace(plan, message=f"{plan.message} (points without depth: {detail})")
+    return plan

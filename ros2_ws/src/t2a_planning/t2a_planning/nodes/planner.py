@@ -1,0 +1,203 @@
+"""``planner``: point tracks -> rigid object motion -> end-effector plan (paper section 2.3).
+
+On every ``/t2a/tracks`` message: lift P0 with the aligned depth image of I0 (matched by stamp;
+the tracks' own per-point depths when no image matches), fit the object's rigid motion, build the
+hand plan from the current hand pose (forward kinematics of ``joint_states``), check every pose
+with the arm's IK, and publish ``/t2a/plan`` (transient local) plus rviz views. A failed plan is
+published as a status with its reason and never carries poses.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseArray
+from nav_msgs.msg import Path
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+from sensor_msgs.msg import Image, JointState
+from visualization_msgs.msg import MarkerArray
+
+from t2a_common import ros_conv
+from t2a_common.core.config import check, nested, param
+from t2a_common.core.geometry import pose_to_matrix
+from t2a_common.core.types import PLAN_BAD_INPUT, EEPlan
+from t2a_common.node_main import run_node
+from t2a_common.ros_params import declare_config
+from t2a_control.core import kinematics, spot_arm
+from t2a_msgs.msg import Plan as PlanMsg
+from t2a_msgs.msg import PointTracks
+from t2a_planning import ros_conv as plan_conv
+from t2a_planning.core.config import PlannerConfig
+from t2a_planning.core.planner import plan_from_tracks
+
+# Nominal extrinsics of t2a_sim's front camera (test_planner_node checks they match the sim);
+# on the robot, set camera_xyz / camera_quat_xyzw from the calibration.
+SIM_CAMERA_XYZ = (0.45, -0.14, 0.06)
+SIM_CAMERA_QUAT = (
+    -0.6209609477998338,
+    0.48514786313799824,
+    -0.3790390522001661,
+    0.48514786313799824,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerNodeConfig:
+    """Parameters of the planner node (the solver's own are under ``planner.``)."""
+
+    spot_name: str = param("spot", "namespace of spot_ros2's joint_states: /<spot_name>/...")
+    camera_frame_id: str = param("camera_color_optical_frame", "frame of the tracks' camera")
+    body_frame_id: str = param("body", "frame of the published hand poses")
+    camera_xyz: tuple[float, ...] = param(SIM_CAMERA_XYZ, "T_body_cam translation (m)")
+    camera_quat_xyzw: tuple[float, ...] = param(
+        SIM_CAMERA_QUAT, "T_body_cam rotation, quaternion x y z w (optical frame in body)"
+    )
+    depth_topic: str = param(
+        "/camera/camera/aligned_depth_to_color/image_raw",
+        "aligned depth (16UC1 mm / 32FC1 m); '' = use only the tracks' per-point depths",
+    )
+    depth_match_s: float = param(0.05, "max stamp difference between I0 and its depth image (s)")
+    depth_scale: float = param(0.001, "metres per unit of a 16UC1 depth image")
+    max_joint_state_age_s: float = param(
+        1.0, "hand pose from joint_states older than this: refuse (s)"
+    )
+    check_reachability: bool = param(True, "check every plan pose with the arm's IK")
+    planner: PlannerConfig = nested(PlannerConfig, "solver and plan parameters")
+
+    def __post_init__(self) -> None:
+        check(len(self.camera_xyz) == 3, f"camera_xyz needs 3 values (m), got {self.camera_xyz}")
+        check(
+            len(self.camera_quat_xyzw) == 4,
+            f"camera_quat_xyzw needs 4 values, got {self.camera_quat_xyzw}",
+        )
+        check(self.depth_match_s >= 0, f"depth_match_s must be >= 0 s, got {self.depth_match_s}")
+        check(self.depth_scale > 0, f"depth_scale must be > 0, got {self.depth_scale}")
+        check(
+            self.max_joint_state_age_s > 0,
+            f"max_joint_state_age_s must be > 0 s, got {self.max_joint_state_age_s}",
+        )
+
+    @property
+    def T_body_cam(self) -> np.ndarray:
+        return pose_to_matrix(self.camera_xyz, self.camera_quat_xyzw)
+
+
+class PlannerNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("planner", namespace="t2a", **kwargs)
+        cfg = self.cfg = declare_config(self, PlannerNodeConfig)
+        self.T_body_cam = cfg.T_body_cam
+        self._depth: collections.deque[tuple[float, Image]] = collections.deque(maxlen=60)
+        self._joints: tuple[np.ndarray, float] | None = None  # (q (6,), receive time)
+        latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self._pub_plan = self.create_publisher(PlanMsg, "plan", latched)
+        self._pub_path = self.create_publisher(Path, "plan/path", latched)
+        self._pub_poses = self.create_publisher(PoseArray, "plan/poses", latched)
+        self._pub_markers = self.create_publisher(MarkerArray, "plan/markers", latched)
+        self.create_subscription(PointTracks, "tracks", self._on_tracks, latched)
+        self.create_subscription(JointState, f"/{cfg.spot_name}/joint_states", self._on_joints, 10)
+        if cfg.depth_topic:
+            self.create_subscription(Image, cfg.depth_topic, self._on_depth, 5)
+        self.plans_published = 0
+
+    def _on_depth(self, msg: Image) -> None:
+        self._depth.append((ros_conv.stamp_to_sec(msg.header.stamp), msg))
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            self._joints = (
+                ros_conv.joint_positions(msg, spot_arm.ARM_JOINT_NAMES),
+                time.monotonic(),
+            )
+        except ValueError as exc:
+            self.get_logger().error(str(exc), throttle_duration_sec=5.0)
+
+    def _depth_for(self, stamp_s: float) -> np.ndarray | None:
+        best = min(self._depth, key=lambda d: abs(d[0] - stamp_s), default=None)
+        if best is None or abs(best[0] - stamp_s) > self.cfg.depth_match_s:
+            return None
+        return ros_conv.depth_to_meters(best[1], self.cfg.depth_scale)
+
+    def _on_tracks(self, msg: PointTracks) -> None:
+        t0 = time.perf_counter()
+        stamp = msg.header.stamp
+        try:
+            tracks = ros_conv.msg_to_point_tracks(msg)
+        except ValueError as exc:
+            self._publish_failure(msg, f"malformed PointTracks: {exc}")
+            return
+        if self._joints is None:
+            self._publish_failure(
+                msg, f"no /{self.cfg.spot_name}/joint_states yet: hand pose unknown"
+            )
+            return
+        q, received = self._joints
+        if time.monotonic() - received > self.cfg.max_joint_state_age_s:
+            self._publish_failure(msg, f"joint_states are {time.monotonic() - received:.1f} s old")
+            return
+        T_body_tool = kinematics.fk(q)
+        depth = None
+        try:
+            depth = self._depth_for(tracks.stamp_s)
+        except ValueError as exc:
+            self.get_logger().warn(f"depth image unusable ({exc}); using per-point depths")
+        if depth is not None and depth.shape != (tracks.intrinsics.height, tracks.intrinsics.width):
+            depth = None
+        reachable = None
+        if self.cfg.check_reachability:
+
+            def reachable(T: np.ndarray) -> bool:
+                return kinematics.solve_ik(T, q).success
+
+        plan = plan_from_tracks(
+            tracks.tracks_px,
+            tracks.intrinsics,
+            self.T_body_cam,
+            T_body_tool,
+            self.cfg.planner,
+            depth=depth,
+            point_depth_m=None if depth is not None else tracks.depth_m,
+            reachable=reachable,
+        )
+        ee = plan_conv.to_ee_plan(plan, tracks.goal_id, tracks.stamp_s, tracks.frame_id)
+        plan_msg = ros_conv.ee_plan_to_msg(ee)
+        plan_msg.header.frame_id = self.cfg.body_frame_id
+        self._pub_plan.publish(plan_msg)
+        frame = self.cfg.body_frame_id
+        if len(plan.ee_poses):  # also UNREACHABLE plans: seeing them in rviz says why
+            self._pub_path.publish(plan_conv.plan_path(plan, stamp, frame))
+            self._pub_poses.publish(plan_conv.plan_poses(plan, stamp, frame))
+        points_cam = tracks.intrinsics.backproject(tracks.tracks_px[0], tracks.depth_m)
+        self._pub_markers.publish(
+            plan_conv.plan_markers(plan, points_cam, self.T_body_cam, stamp, frame)
+        )
+        self.plans_published += 1
+        ms = (time.perf_counter() - t0) * 1e3
+        log = self.get_logger().info if plan.ok else self.get_logger().warn
+        log(
+            f"goal {tracks.goal_id}: {plan.status.name} ({plan.message}); "
+            f"{len(plan.moving_point_indices)} moving points, "
+            f"depth from {'image' if depth is not None else 'tracks'}, {ms:.1f} ms"
+        )
+
+    def _publish_failure(self, msg: PointTracks, reason: str) -> None:
+        ee = EEPlan.failed(
+            PLAN_BAD_INPUT, reason, msg.goal_id, ros_conv.stamp_to_sec(msg.header.stamp)
+        )
+        out = ros_conv.ee_plan_to_msg(ee)
+        out.header.frame_id = self.cfg.body_frame_id
+        self._pub_plan.publish(out)
+        self.plans_published += 1
+        self.get_logger().error(f"goal {msg.goal_id}: no plan: {reason}")
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PlannerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

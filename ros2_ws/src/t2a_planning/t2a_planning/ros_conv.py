@@ -1,0 +1,103 @@
+"""Planning's message side: the planner's Plan as a t2a_common EEPlan, and rviz messages."""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, PoseArray, PoseStamped
+from nav_msgs.msg import Path
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from t2a_common import ros_conv
+from t2a_common.core.geometry import transform_points
+from t2a_common.core.types import EEPlan
+from t2a_planning.core.ee_plan import Plan
+
+
+def to_ee_plan(plan: Plan, goal_id: str, stamp_s: float, camera_frame_id: str) -> EEPlan:
+    """The planner's result as the wire type: an UNREACHABLE plan keeps its per-step flags and
+    object motion for display, but no executable poses (control never sees them)."""
+    common = {
+        "object_transforms": plan.object_transforms if len(plan.object_transforms) else None,
+        "inlier_ratio": plan.inlier_ratio if len(plan.inlier_ratio) else None,
+        "reprojection_error_px": plan.reprojection_error_px
+        if len(plan.reprojection_error_px)
+        else None,
+        "reachable": plan.reachable if len(plan.reachable) else None,
+        "confidence": float(plan.confidence),
+        "moving_point_indices": plan.moving_point_indices,
+        "goal_id": goal_id,
+        "stamp_s": stamp_s,
+        "camera_frame_id": camera_frame_id,
+    }
+    if not plan.ok:
+        return EEPlan(int(plan.status), plan.message, np.zeros((0, 4, 4)), np.zeros(0), np.eye(4),
+                      **common)  # fmt: skip
+    return EEPlan(
+        status=int(plan.status),
+        message=plan.message,
+        ee_poses=plan.ee_poses,
+        times_s=plan.times_from_start,
+        pregrasp=plan.pregrasp_pose,
+        grasp_step=plan.grasp_step,
+        **common,
+    )
+
+
+def plan_path(plan: Plan, stamp: Time, frame_id: str) -> Path:
+    """Every timed waypoint (start, pre-grasp, grasp, steps) as a nav_msgs/Path."""
+    _, poses = plan.waypoints()
+    msg = Path()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    for T in poses:
+        p = PoseStamped(pose=ros_conv.matrix_to_pose_msg(T))
+        p.header = msg.header
+        msg.poses.append(p)
+    return msg
+
+
+def plan_poses(plan: Plan, stamp: Time, frame_id: str) -> PoseArray:
+    """The per-step hand poses a_t as a geometry_msgs/PoseArray."""
+    msg = PoseArray(poses=[ros_conv.matrix_to_pose_msg(T) for T in plan.ee_poses])
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    return msg
+
+
+def plan_markers(
+    plan: Plan,
+    points_cam: np.ndarray | None,
+    T_body_cam: np.ndarray,
+    stamp: Time,
+    frame_id: str,
+    axis_m: float = 0.05,
+) -> MarkerArray:
+    """Moving points in 3D (green) and the object frame at every step (RGB axes), in body."""
+    clear = Marker(action=Marker.DELETEALL, ns="plan")
+    markers = [clear]
+    moving = plan.moving_point_indices
+    if points_cam is not None and len(moving):
+        pts = transform_points(T_body_cam, np.asarray(points_cam)[moving])
+        sphere = Marker(ns="plan", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD)
+        sphere.scale.x = sphere.scale.y = sphere.scale.z = 0.01
+        sphere.color = ColorRGBA(r=0.1, g=0.9, b=0.2, a=1.0)
+        sphere.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in pts]
+        centre = pts.mean(axis=0)
+        markers.append(sphere)
+        axes = Marker(ns="plan", id=1, type=Marker.LINE_LIST, action=Marker.ADD)
+        axes.scale.x = 0.004
+        T_cam_body = np.linalg.inv(T_body_cam)
+        for T_cam_obj in plan.object_transforms:
+            T_body_obj = T_body_cam @ T_cam_obj @ T_cam_body
+            origin = T_body_obj[:3, :3] @ centre + T_body_obj[:3, 3]
+            for k, color in enumerate(((1, 0, 0), (0, 1, 0), (0, 0, 1))):
+                tip = origin + axis_m * T_body_obj[:3, k]
+                for p in (origin, tip):
+                    axes.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
+                    axes.colors.append(ColorRGBA(r=float(color[0]), g=float(color[1]),
+                                                 b=float(color[2]), a=1.0))  # fmt: skip
+        markers.append(axes)
+    for m in markers[1:]:
+        m.header.stamp, m.header.frame_id = stamp, frame_id
+        m.pose.orientation.w = 1.0
+    return MarkerArray(markers=markers)
