@@ -90,4 +90,3 @@ def test_plan_from_tracks_and_failures_over_dds():
         assert plans["still"].status == Plan.STATUS_NO_MOTION, plans["still"].message
         assert len(plans["still"].ee_poses) == 0
         node.destroy_node()
-
