@@ -21,6 +21,8 @@ setup(
     description="Track2Act simulation.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "t2a_sim = t2a_sim.nodes.sim_node:main",
+        ],
     },
 )

@@ -1,0 +1,95 @@
+"""The sim node as a drop-in for realsense2_camera + spot_ros2, over DDS, in a child process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rclpy
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_srvs.srv import Trigger
+
+from t2a_common import ros_conv
+from t2a_common.testing import ChildProcess, ros_context, spin_until
+from t2a_control.core import spot_arm
+from t2a_msgs.srv import SimEpisodeStatus, SimReset
+
+pytestmark = pytest.mark.sim
+
+ARGS = ["-m", "t2a_sim.nodes.sim_node", "--ros-args", "-p", "sim.width:=320",
+        "-p", "sim.height:=240", "-p", "camera_rate_hz:=15.0"]  # fmt: skip
+
+
+def _call(node, client, request, timeout=15.0):
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout), f"{client.srv_name} did not answer"
+    return future.result()
+
+
+def test_sim_node_publishes_camera_and_obeys_spot_ros2_commands():
+    with ChildProcess(ARGS) as sim, ros_context() as ctx:
+        node = rclpy.create_node("sim_probe", context=ctx)
+        latest: dict = {}
+        for topic, typ in [
+            ("/camera/camera/color/image_raw", Image),
+            ("/camera/camera/aligned_depth_to_color/image_raw", Image),
+            ("/camera/camera/color/camera_info", CameraInfo),
+            ("/spot/joint_states", JointState),
+        ]:
+            node.create_subscription(typ, topic, lambda m, t=topic: latest.__setitem__(t, m), 5)
+        commands = node.create_publisher(JointState, "/spot/arm_joint_commands", 10)
+        trig = {n: node.create_client(Trigger, f"/spot/{n}") for n in ("claim", "power_on")}
+        reset = node.create_client(SimReset, "/t2a_sim/reset")
+        status = node.create_client(SimEpisodeStatus, "/t2a_sim/episode_status")
+        assert spin_until(node, lambda: len(latest) == 4, timeout=60.0), (
+            f"only got {sorted(latest)}\n{sim.stop()}"
+        )
+
+        rgb, depth = (
+            latest["/camera/camera/color/image_raw"],
+            latest["/camera/camera/aligned_depth_to_color/image_raw"],
+        )
+        assert (rgb.encoding, depth.encoding) == ("rgb8", "16UC1")
+        assert rgb.header.frame_id == depth.header.frame_id == "camera_color_optical_frame"
+        assert (rgb.width, rgb.height) == (320, 240)
+        intr = ros_conv.camera_info_to_intrinsics(latest["/camera/camera/color/camera_info"])
+        assert intr.width == 320 and 60 < np.degrees(2 * np.arctan(160 / intr.fx)) < 75
+        d = ros_conv.depth_to_meters(depth)
+        assert np.isfinite(d).mean() > 0.5 and 0.2 < np.nanmedian(d) < 3.0
+
+        def q_now():
+            return ros_conv.joint_positions(latest["/spot/joint_states"], spot_arm.ARM_JOINT_NAMES)
+
+        q0 = q_now()
+        target = q0 + np.array([0.3, 0.0, 0.0, 0.0, 0.0, 0.0])
+        cmd = ros_conv.joint_state_msg(spot_arm.ARM_JOINT_NAMES, target)
+        # Like the real driver, nothing moves before the lease is claimed and motors are on.
+        commands.publish(cmd)
+        spin_until(node, lambda: False, timeout=1.0)
+        assert np.abs(q_now() - q0).max() < 0.02
+        for name in ("claim", "power_on"):
+            assert trig[name].wait_for_service(timeout_sec=10.0)
+            assert _call(node, trig[name], Trigger.Request()).success
+        # A command naming the wrong joints is rejected, not half-applied.
+        commands.publish(ros_conv.joint_state_msg(spot_arm.ARM_JOINT_NAMES[:5], target[:5]))
+        spin_until(node, lambda: False, timeout=0.5)
+        assert np.abs(q_now() - q0).max() < 0.02
+        def sim_time():
+            return ros_conv.stamp_to_sec(latest["/spot/joint_states"].header.stamp)
+
+        commands.publish(cmd)
+        t0 = sim_time()
+        assert spin_until(node, lambda: np.abs(q_now() - target).max() < 0.02, timeout=10.0), (
+            f"arm at {q_now()}, commanded {target}"
+        )
+        # The servo is speed limited (2 rad/s), not teleported: 0.3 rad takes > 0.1 s of sim time.
+        assert sim_time() - t0 > 0.1
+
+        assert reset.wait_for_service(timeout_sec=10.0)
+        bad = _call(node, reset, SimReset.Request(task="drawer_open", split="XX", seed=1))
+        assert not bad.success and "unknown split" in bad.message
+        ok = _call(node, reset, SimReset.Request(task="drawer_open", split="G", seed=4))
+        assert ok.success and (ok.task, ok.split, ok.seed) == ("drawer_open", "G", 4), ok.message
+        st = _call(node, status, SimEpisodeStatus.Request())
+        assert (st.task, st.split, st.seed) == ("drawer_open", "G", 4)
+        assert not st.success and st.error_names == ["joint"] and st.error_values[0] > 0
+        node.destroy_node()
