@@ -23,6 +23,8 @@ setup(
     entry_points={
         "console_scripts": [
             "t2a-doctor = t2a_bringup.doctor:main",
+            "t2a-record = t2a_bringup.bag_record:main",
+            "t2a-play = t2a_bringup.bag_play:main",
         ],
     },
 )
