@@ -292,7 +292,7 @@ def test_ik_failure_at_run_time_holds_in_place_then_fails():
     safety = SafetyConfig(max_linear_speed_mps=100.0, max_angular_speed_rps=100.0)
     config = ControllerConfig(mode="absolute", safety=safety, ik_fail_ticks=3)
     loop = make_loop(config, UnreachableInExecute(), plan=pull_plan())
-    loop.run_until(lambda c: c.state != "grasp" and len(loop.commands) > 3)
+    loop.run_until(lambda c: c.state not in ("approach", "grasp") and len(loop.commands) > 3)
     q_grasp = loop.joints[-1]
     cmds = [loop.commands[-1]] + [loop.tick() for _ in range(3)]
     assert [c.state for c in cmds] == ["hold", "hold", "failed", "failed"]
@@ -304,7 +304,7 @@ def test_ik_failure_at_run_time_holds_in_place_then_fails():
 
 
 def test_approach_that_cannot_finish_times_out():
-    config = ControllerConfig(approach_timeout_s=0.5)
+    config = ControllerConfig(approach_timeout_s=0.5, approach_joint_speed_fraction=0.01)
     loop = make_loop(config, plan=pull_plan())
     cmd = loop.run_until(finished, max_ticks=10)
     assert cmd.state == "failed" and cmd.hold_reason.startswith("approach: pre-grasp pose")

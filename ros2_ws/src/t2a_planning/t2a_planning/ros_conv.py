@@ -1,4 +1,4 @@
-"""Planning's message side: the planner's Plan as a t2a_common EEPlan, and rviz messages."""
+"""Planning's message side: rviz views of a plan (nav_msgs/Path, PoseArray, markers)."""
 
 from __future__ import annotations
 
@@ -11,38 +11,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from t2a_common import ros_conv
 from t2a_common.core.geometry import transform_points
-from t2a_common.core.types import EEPlan
 from t2a_planning.core.ee_plan import Plan
-
-
-def to_ee_plan(plan: Plan, goal_id: str, stamp_s: float, camera_frame_id: str) -> EEPlan:
-    """The planner's result as the wire type: an UNREACHABLE plan keeps its per-step flags and
-    object motion for display, but no executable poses (control never sees them)."""
-    common = {
-        "object_transforms": plan.object_transforms if len(plan.object_transforms) else None,
-        "inlier_ratio": plan.inlier_ratio if len(plan.inlier_ratio) else None,
-        "reprojection_error_px": plan.reprojection_error_px
-        if len(plan.reprojection_error_px)
-        else None,
-        "reachable": plan.reachable if len(plan.reachable) else None,
-        "confidence": float(plan.confidence),
-        "moving_point_indices": plan.moving_point_indices,
-        "goal_id": goal_id,
-        "stamp_s": stamp_s,
-        "camera_frame_id": camera_frame_id,
-    }
-    if not plan.ok:
-        return EEPlan(int(plan.status), plan.message, np.zeros((0, 4, 4)), np.zeros(0), np.eye(4),
-                      **common)  # fmt: skip
-    return EEPlan(
-        status=int(plan.status),
-        message=plan.message,
-        ee_poses=plan.ee_poses,
-        times_s=plan.times_from_start,
-        pregrasp=plan.pregrasp_pose,
-        grasp_step=plan.grasp_step,
-        **common,
-    )
 
 
 def plan_path(plan: Plan, stamp: Time, frame_id: str) -> Path:

@@ -40,6 +40,7 @@ from t2a_control.core.safety import (
     rotation_exp,
     step_towards,
 )
+from t2a_control.core.spot_arm import MAX_JOINT_SPEED
 from t2a_control.core.watchdog import Watchdog, WatchdogConfig
 
 STATES = ("idle", "approach", "grasp", "execute", "release", "done", "hold", "failed")
@@ -69,7 +70,23 @@ class ControllerConfig:
     position_tolerance_m: float = param(0.005, "a hand pose counts as reached within this (m)")
     rotation_tolerance_rad: float = param(0.03, "a hand orientation counts as reached within (rad)")
     approach_timeout_s: float = param(15.0, "time to reach the pre-grasp pose before failing (s)")
+    approach_from_above_m: float = param(
+        0.05,
+        "a hand starting more than this above the pre-grasp pose first goes to above it, then "
+        "down, instead of cutting diagonally through the object (m; 0 = no waypoint)",
+    )
+    approach_joint_speed_fraction: float = param(
+        0.3, "joint-space approach speed, as a fraction of spot_arm.MAX_JOINT_SPEED (1)"
+    )
     grasp_timeout_s: float = param(10.0, "time to reach the grasp pose before failing (s)")
+    contact_distance_m: float = param(
+        0.04,
+        "moving in to grasp, a hand that stops (contact) within this of the grasp pose closes "
+        "there; 0 = only close at the grasp pose (m)",
+    )
+    contact_stall_m: float = param(
+        0.002, "the hand counts as stopped when it moved less than this in one tick (m)"
+    )
     gripper_timeout_s: float = param(
         1.5, "longest wait for the gripper to close or open; an object stops it early (s)"
     )
@@ -90,6 +107,11 @@ class ControllerConfig:
     )
     settle_timeout_s: float = param(
         2.0, "time after the plan's end to reach its final pose before releasing anyway (s)"
+    )
+    hold_if_lifted_m: float = param(
+        0.05,
+        "a plan that ends with the hand this much higher than at the grasp keeps holding the "
+        "object instead of releasing it into the air (m; 0 = always release)",
     )
     retreat_distance_m: float = param(0.10, "retreat after release, against the approach (m)")
     retreat_timeout_s: float = param(10.0, "time to reach the retreat pose before failing (s)")
@@ -378,12 +400,14 @@ class Controller:
         self._release_pose: np.ndarray | None = None
         self._retreat_goal: np.ndarray | None = None
         self._approach_dir = np.array([1.0, 0.0, 0.0])
+        self._via: list[np.ndarray] = []  # approach joint waypoints still to reach
         self._violations: list[str] = []
 
     def _enter(self, phase: str, note: str = "") -> None:
         self._phase = phase
         self._phase_time = 0.0
         self._sub_started = None
+        self._last_hand: np.ndarray | None = None  # hand position (3,) at the previous tick
         self._note = note
 
     def _goal(self, obs: Observation, T_current: np.ndarray, dt: float) -> np.ndarray | None:
@@ -409,6 +433,23 @@ class Controller:
         self._step = plan.grasp_step
         self._gripper_open = True
         target = self._corrected(obs, plan.pregrasp, T_current)
+        if self._sub_started is None:  # first tick of the approach: plan the path in joints
+            self._sub_started = self._phase_time
+            self._via = self._approach_joints(obs.q, T_current, target)
+        if self._via and self._phase_time > self.config.approach_timeout_s:
+            return self._timeout("approach: pre-grasp pose", T_current, target)
+        if self._via:
+            # Joint-space moves to the waypoints (above the pre-grasp, the pre-grasp): a straight
+            # Cartesian line from a raised hand can cut through the object or cross a
+            # singularity; interpolated joints do neither near the start pose.
+            q_goal = self._via[0]
+            step = MAX_JOINT_SPEED * self.config.approach_joint_speed_fraction * dt
+            delta = q_goal - obs.q
+            if np.abs(delta).max() <= 0.01:
+                self._via.pop(0)
+            if self._via:
+                scale = min(1.0, float(np.min(step / np.maximum(np.abs(delta), 1e-9))))
+                return fk(obs.q + scale * delta)
         if self._reached(T_current, target) and (
             obs.gripper >= self.config.gripper_open_opening
             or self._phase_time >= self.config.gripper_timeout_s
@@ -425,7 +466,7 @@ class Controller:
         target = self._corrected(obs, plan.ee_poses[plan.grasp_step], T_current)
         if self._sub_started is None:  # still moving in, gripper open
             self._gripper_open = True
-            if self._reached(T_current, target):
+            if self._reached(T_current, target) or self._in_contact(T_current, target):
                 self._sub_started = self._phase_time
             elif self._phase_time > self.config.grasp_timeout_s:
                 return self._timeout("grasp: grasp pose", T_current, target)
@@ -460,17 +501,15 @@ class Controller:
             if self._settle_started is None:
                 self._settle_started = self._phase_time
             if self._reached(T_current, target):
-                self._enter(RELEASE)
-                self._release_pose = T_current.copy()
+                self._finish_plan(T_current, "")
                 return None
             if self._phase_time - self._settle_started > self.config.settle_timeout_s:
                 p_err, r_err = pose_error(T_current, target)
-                self._enter(
-                    RELEASE,
+                self._finish_plan(
+                    T_current,
                     f"final pose not reached in {self.config.settle_timeout_s:g} s "
-                    f"({p_err:.3f} m, {r_err:.3f} rad off); releasing",
+                    f"({p_err:.3f} m, {r_err:.3f} rad off)",
                 )
-                self._release_pose = T_current.copy()
                 return None
         elif self._phase_time > duration + self.config.execute_timeout_s:
             self._enter(
@@ -480,6 +519,17 @@ class Controller:
             )
             return None
         return target
+
+    def _finish_plan(self, T_current: np.ndarray, note: str) -> None:
+        """End of the plan: release, unless the plan lifted the object (it would fall)."""
+        plan = self._plan
+        lift = float(plan.ee_poses[-1][2, 3] - plan.ee_poses[plan.grasp_step][2, 3])
+        keep = self.config.hold_if_lifted_m > 0 and lift > self.config.hold_if_lifted_m
+        if keep:
+            self._enter(DONE, (f"{note}; " if note else "") + f"holding the object {lift:.2f} m up")
+            return
+        self._enter(RELEASE, f"{note}; releasing" if note else "")
+        self._release_pose = T_current.copy()
 
     def _release(self, obs: Observation, T_current: np.ndarray, dt: float) -> np.ndarray | None:
         plan = self._plan
@@ -503,6 +553,30 @@ class Controller:
             return self._timeout("release: retreat pose", T_current, self._retreat_goal)
         return self._move(T_current, self._retreat_goal, dt)
 
+    def _approach_joints(
+        self, q: np.ndarray, T_current: np.ndarray, T_pre: np.ndarray
+    ) -> list[np.ndarray]:
+        """Joint waypoints of the approach: above the pre-grasp (if the hand starts high), then
+        the pre-grasp itself; each IK seeded from the previous so the arm keeps its branch. An
+        empty list (no IK) falls back to the straight Cartesian move."""
+        poses = []
+        if (
+            self.config.approach_from_above_m > 0
+            and T_current[2, 3] - T_pre[2, 3] > self.config.approach_from_above_m
+        ):
+            above = T_pre.copy()
+            above[2, 3] = T_current[2, 3]
+            poses.append(above)
+        poses.append(T_pre)
+        out, seed = [], q
+        for T in poses:
+            res = solve_ik(T, seed, self._ik_config)
+            if not res.success:
+                return []
+            out.append(res.q)
+            seed = res.q
+        return out
+
     def _timeout(self, what: str, T_current: np.ndarray, T_goal: np.ndarray) -> None:
         p_err, r_err = pose_error(T_current, T_goal)
         self._enter(FAILED, f"{what} not reached in time ({p_err:.3f} m, {r_err:.3f} rad off)")
@@ -512,6 +586,16 @@ class Controller:
         c = self.config
         T, _ = step_towards(T_current, T_goal, c.move_speed_mps * dt, c.move_angular_speed_rps * dt)
         return T
+
+    def _in_contact(self, T_current: np.ndarray, T_goal: np.ndarray) -> bool:
+        """The hand stopped short of the grasp pose: it touches the object (the grasp point is
+        the centre of the moving points, often just behind a handle or a curved surface)."""
+        p = T_current[:3, 3].copy()
+        last, self._last_hand = self._last_hand, p
+        if last is None or self.config.contact_distance_m <= 0:
+            return False
+        stalled = np.linalg.norm(p - last) < self.config.contact_stall_m
+        return stalled and pose_error(T_current, T_goal)[0] <= self.config.contact_distance_m
 
     def _reached(self, T_current: np.ndarray, T_goal: np.ndarray) -> bool:
         p_err, r_err = pose_error(T_current, T_goal)

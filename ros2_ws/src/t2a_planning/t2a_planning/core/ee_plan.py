@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from t2a_common.core.geometry import Intrinsics, invert
+from t2a_common.core.types import EEPlan
 from t2a_planning.core import se3
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.lifting import surface_normal
@@ -100,6 +101,40 @@ class Plan:
             pregrasp_reachable=False,
             confidence=0.0,
             moving_point_indices=moving,
+        )
+
+    def to_ee_plan(
+        self,
+        goal_id: str,
+        stamp_s: float = 0.0,
+        camera_frame_id: str = "camera_color_optical_frame",
+    ) -> EEPlan:
+        """The wire type (what ``t2a_msgs/Plan`` carries). An UNREACHABLE plan keeps its per-step
+        flags and object motion for display, but no executable poses: control never sees them."""
+        common = {
+            "object_transforms": self.object_transforms if len(self.object_transforms) else None,
+            "inlier_ratio": self.inlier_ratio if len(self.inlier_ratio) else None,
+            "reprojection_error_px": self.reprojection_error_px
+            if len(self.reprojection_error_px)
+            else None,
+            "reachable": self.reachable if len(self.reachable) else None,
+            "confidence": float(self.confidence),
+            "moving_point_indices": self.moving_point_indices,
+            "goal_id": goal_id,
+            "stamp_s": stamp_s,
+            "camera_frame_id": camera_frame_id,
+        }
+        if not self.ok:
+            return EEPlan(int(self.status), self.message, np.zeros((0, 4, 4)), np.zeros(0),
+                          np.eye(4), **common)  # fmt: skip
+        return EEPlan(
+            status=int(self.status),
+            message=self.message,
+            ee_poses=self.ee_poses,
+            times_s=self.times_from_start,
+            pregrasp=self.pregrasp_pose,
+            grasp_step=self.grasp_step,
+            **common,
         )
 
     def waypoints(self) -> tuple[np.ndarray, np.ndarray]:

@@ -163,7 +163,7 @@ class PlannerNode(Node):
             point_depth_m=None if depth is not None else tracks.depth_m,
             reachable=reachable,
         )
-        ee = plan_conv.to_ee_plan(plan, tracks.goal_id, tracks.stamp_s, tracks.frame_id)
+        ee = plan.to_ee_plan(tracks.goal_id, tracks.stamp_s, tracks.frame_id)
         plan_msg = ros_conv.ee_plan_to_msg(ee)
         plan_msg.header.frame_id = self.cfg.body_frame_id
         self._pub_plan.publish(plan_msg)

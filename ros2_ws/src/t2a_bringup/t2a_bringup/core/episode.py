@@ -1,0 +1,256 @@
+"""One closed-loop episode in t2a_sim, in process: tracks -> plan -> 5 Hz control -> success.
+
+The same cores the ROS nodes run (track predictor, planner, controller) wired directly to a
+:class:`SimEnv` through :class:`SimArmDriver`, in lock-step sim time. This is what the
+closed-loop evaluation runs many times; the ROS stack runs the same chain across processes.
+
+Ground-truth tracks come from the scripted expert on a twin of the episode (same task, split and
+seed give the same scene bit for bit): points sampled on visible surfaces of I0 are followed
+through the expert's rollout, and the expert's final frame is the goal image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from t2a_common.core.config import check, param
+from t2a_common.core.types import PLAN_OK
+from t2a_control.core import kinematics
+from t2a_control.core.controller import Controller, ControllerConfig, Observation
+from t2a_planning.core.config import PlannerConfig
+from t2a_planning.core.ee_plan import Plan
+from t2a_planning.core.planner import plan_from_tracks
+from t2a_sim.core import tracks as sim_tracks
+from t2a_sim.core.arm_driver import SimArmDriver
+from t2a_sim.core.config import SimConfig
+from t2a_sim.core.env import SimEnv
+from t2a_sim.core.expert import run_expert
+
+FAILURES = ("plan_failed", "ik_unreachable", "grasp_missed", "watchdog", "wrong_final_pose",
+            "timeout", "controller_failed")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeConfig:
+    """One episode: which scene, where the tracks come from, and injected plan errors."""
+
+    task: str = param("drawer_open", "task name (t2a_sim.core.tasks.TASKS)")
+    split: str = param("MG", "MG | G | CG | TG")
+    seed: int = param(0, "episode seed")
+    width: int = param(320, "camera width (px) for I0, the goal and the policy's images")
+    height: int = param(240, "camera height (px)")
+    horizon: int = param(8, "track steps H after P0")
+    num_points: int = param(400, "query points P0")
+    object_fraction: float = param(0.5, "GT tracks: share of P0 sampled on the moved part")
+    max_time_s: float = param(90.0, "sim time before the episode counts as timed out (s)")
+    grasp_offset_m: tuple[float, ...] = param(
+        (0.0, 0.0, 0.0), "injected plan error: every plan pose shifted by this in body (m)"
+    )
+
+    def __post_init__(self) -> None:
+        check(self.horizon >= 1, f"horizon must be >= 1, got {self.horizon}")
+        check(self.num_points >= 4, f"num_points must be >= 4, got {self.num_points}")
+        check(
+            len(self.grasp_offset_m) == 3,
+            f"grasp_offset_m needs 3 values, got {self.grasp_offset_m}",
+        )
+        check(self.max_time_s > 0, f"max_time_s must be > 0, got {self.max_time_s}")
+
+
+@dataclasses.dataclass
+class Reference:
+    """What the expert's twin rollout gives: I0, its depth, the goal image and GT tracks."""
+
+    rgb0: np.ndarray  # (H, W, 3) uint8
+    depth0: np.ndarray  # (H, W) float32 m, NaN = none
+    goal_rgb: np.ndarray  # (H, W, 3) uint8, the expert's final frame
+    tracks_px: np.ndarray  # (H+1, N, 2) float32 ground-truth tracks of P0
+    on_object: np.ndarray  # (N,) bool
+    expert_success: bool
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    """Outcome of one closed-loop episode."""
+
+    success: bool
+    failure: str  # "" on success, else one of FAILURES
+    message: str
+    errors: dict[str, float]
+    plan_status: int
+    final_state: str
+    sim_time_s: float
+    wall_time_s: float
+    planned_path: np.ndarray  # (K, 3) hand positions of the plan waypoints (body, m)
+    executed_path: np.ndarray  # (T, 3) hand positions at every tick (body, m)
+    grasped: bool
+    frames: list[np.ndarray] = dataclasses.field(default_factory=list)  # (H, W, 3) per tick
+
+
+def sim_config(cfg: EpisodeConfig, base: SimConfig | None = None) -> SimConfig:
+    return dataclasses.replace(base or SimConfig(), width=cfg.width, height=cfg.height)
+
+
+def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Reference:
+    """Run the scripted expert on a twin env and read off the goal image and GT tracks.
+
+    Track steps 1..H are spread evenly over the span in which the object moves (from its first
+    motion to the end), which is what a goal-conditioned track predictor is trained to output.
+    """
+    env = SimEnv(sim_config(cfg, base))
+    try:
+        env.reset(cfg.task, cfg.split, cfg.seed)
+        rgb0, depth0 = env.render()
+        intr, T_body_cam = env.intrinsics, env.T_body_cam
+        pts = sim_tracks.sample_points(
+            env.model, env.data, env.camera.render_geom_ids(env.data), depth0, intr, T_body_cam,
+            env.part_id, cfg.num_points, cfg.object_fraction,
+            np.random.default_rng([cfg.seed, 11]),
+        )  # fmt: skip
+        T_obj0 = env.object_pose()
+        times, uvs, moving = [0.0], [pts.uv0.astype(np.float64)], [False]
+
+        def on_tick(_k: int, _cmd) -> None:
+            T = env.object_pose()
+            moved = (
+                np.linalg.norm(T[:3, 3] - T_obj0[:3, 3]) > 1e-3
+                or np.linalg.norm(T[:3, :3] - T_obj0[:3, :3]) > 1e-2
+            )
+            uv, _, _ = sim_tracks.project(env.data, pts, intr, T_body_cam)
+            times.append(env.time)
+            uvs.append(uv)
+            moving.append(bool(moved))
+
+        ok, _ = run_expert(env, on_tick=on_tick)
+        goal_rgb, _ = env.render()
+        first = next((i for i, m in enumerate(moving) if m), len(moving) - 1)
+        picks = np.linspace(max(first - 1, 0), len(times) - 1, cfg.horizon + 1)[1:]
+        steps = [uvs[0]] + [uvs[round(i)] for i in picks]
+        depth = depth0.astype(np.float32)
+        depth[depth <= 0] = np.nan
+        return Reference(rgb0, depth, goal_rgb, np.array(steps, np.float32), pts.on_object, ok)
+    finally:
+        env.close()
+
+
+def make_plan(
+    ref_tracks: np.ndarray,
+    depth0: np.ndarray,
+    env: SimEnv,
+    T_body_cam: np.ndarray,
+    planner_cfg: PlannerConfig,
+) -> Plan:
+    """The planner on tracks of I0, with IK reachability from the arm's current joints."""
+    q = env.joint_positions()[:6]
+    return plan_from_tracks(
+        ref_tracks, env.intrinsics, T_body_cam, env.hand_pose(), planner_cfg, depth=depth0,
+        reachable=lambda T: kinematics.solve_ik(T, q).success,
+    )  # fmt: skip
+
+
+def shifted(plan: Plan, offset_m: np.ndarray) -> Plan:
+    """The plan with every hand pose moved by ``offset_m`` (an injected grasp error)."""
+    if not np.any(offset_m):
+        return plan
+    poses = plan.ee_poses.copy()
+    poses[:, :3, 3] += offset_m
+    pre = plan.pregrasp_pose.copy()
+    pre[:3, 3] += offset_m
+    return dataclasses.replace(plan, ee_poses=poses, pregrasp_pose=pre)
+
+
+def run_episode(
+    cfg: EpisodeConfig,
+    *,
+    T_body_cam: np.ndarray,
+    planner_cfg: PlannerConfig | None = None,
+    controller_cfg: ControllerConfig | None = None,
+    policy=None,
+    predict_tracks: Callable[[Reference], tuple[np.ndarray, np.ndarray]] | None = None,
+    reference: Reference | None = None,
+    base: SimConfig | None = None,
+    keep_frames: bool = False,
+) -> EpisodeResult:
+    """Plan from tracks (ground truth, or ``predict_tracks(ref) -> (tracks, point depths)``),
+    then run the controller at its rate until done, failed or ``max_time_s``.
+
+    ``T_body_cam`` is the extrinsic the stack believes (the nominal calibration); the sim's own
+    camera carries a per-episode jitter, like a real calibration error.
+    """
+    wall0 = time.perf_counter()
+    planner_cfg = planner_cfg or PlannerConfig()
+    controller_cfg = controller_cfg or ControllerConfig()
+    ref = reference or expert_reference(cfg, base)
+    env = SimEnv(sim_config(cfg, base))
+    env.reset(cfg.task, cfg.split, cfg.seed)
+    tracks = ref.tracks_px if predict_tracks is None else predict_tracks(ref)[0]
+    plan = shifted(make_plan(tracks, ref.depth0, env, T_body_cam, planner_cfg),
+                   np.asarray(cfg.grasp_offset_m))  # fmt: skip
+    ee_plan = plan.to_ee_plan(f"{cfg.task}/{cfg.split}/{cfg.seed}")
+    planned = plan.waypoints()[1][:, :3, 3] if plan.ok else np.zeros((0, 3))
+
+    driver = SimArmDriver(env)
+    driver.claim()
+    driver.power_on()
+    controller = Controller(controller_cfg, policy)
+    controller.set_plan(ee_plan)
+    executed, frames, grasped = [], [], False
+    gripper_open: bool | None = None
+    state, message = "idle", ""
+    try:
+        while env.time < cfg.max_time_s:
+            q, opening, _ = driver.joint_positions()
+            image = None
+            if policy is not None or keep_frames:
+                image = env.render()[0]
+                if keep_frames:
+                    frames.append(image)
+            obs = Observation(
+                now_s=env.time, q=q, gripper=opening, image=image, image_stamp_s=env.time,
+                goal_image=ref.goal_rgb, tracks=None,
+                stamps={"joint_states": env.time, "image": env.time},
+            )  # fmt: skip
+            cmd = controller.tick(obs)
+            state, message = cmd.state, cmd.hold_reason or cmd.message
+            if cmd.send_joints:
+                driver.send_joint_targets(cmd.q_target)
+            if cmd.state != "idle" and cmd.gripper_open != gripper_open:
+                (driver.open_gripper if cmd.gripper_open else driver.close_gripper)()
+                gripper_open = cmd.gripper_open
+            env.advance(controller_cfg.period_s)
+            executed.append(env.hand_pose()[:3, 3])
+            grasped |= env.grasped()
+            if state in ("done", "failed"):
+                break
+        if state == "done":  # let the object settle after the release before judging
+            env.advance(0.5)
+        success, errors = env.task_success()
+    finally:
+        env.close()
+    failure = "" if success else _classify(plan, state, message, grasped, env.time, cfg)
+    return EpisodeResult(
+        success=bool(success), failure=failure, message=plan.message if not plan.ok else message,
+        errors={k: float(v) for k, v in errors.items()}, plan_status=int(plan.status),
+        final_state=state, sim_time_s=float(env.time), wall_time_s=time.perf_counter() - wall0,
+        planned_path=planned, executed_path=np.array(executed).reshape(-1, 3), grasped=grasped,
+        frames=frames,
+    )  # fmt: skip
+
+
+def _classify(plan: Plan, state: str, message: str, grasped: bool, t: float, cfg) -> str:
+    if plan.status != PLAN_OK:
+        return "ik_unreachable" if plan.status == 5 else "plan_failed"
+    if state == "failed":
+        text = message.lower()
+        if "ik " in text or "unreachable" in text:
+            return "ik_unreachable"
+        if "stale" in text:
+            return "watchdog"
+        return "grasp_missed" if not grasped else "controller_failed"
+    if state != "done" and t >= cfg.max_time_s:
+        return "timeout"
+    return "grasp_missed" if not grasped else "wrong_final_pose"
