@@ -21,6 +21,8 @@ setup(
     description="Track2Act control.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "residual_controller = t2a_control.nodes.residual_controller:main",
+        ],
     },
 )

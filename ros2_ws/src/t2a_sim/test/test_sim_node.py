@@ -73,6 +73,7 @@ def test_sim_node_publishes_camera_and_obeys_spot_ros2_commands():
         commands.publish(ros_conv.joint_state_msg(spot_arm.ARM_JOINT_NAMES[:5], target[:5]))
         spin_until(node, lambda: False, timeout=0.5)
         assert np.abs(q_now() - q0).max() < 0.02
+
         def sim_time():
             return ros_conv.stamp_to_sec(latest["/spot/joint_states"].header.stamp)
 

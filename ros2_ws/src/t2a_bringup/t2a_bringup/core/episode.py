@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from t2a_common.core.config import check, param
+from t2a_common.core.geometry import Intrinsics
 from t2a_common.core.types import PLAN_OK
 from t2a_control.core import kinematics
 from t2a_control.core.controller import Controller, ControllerConfig, Observation
@@ -71,6 +72,7 @@ class Reference:
     tracks_px: np.ndarray  # (H+1, N, 2) float32 ground-truth tracks of P0
     on_object: np.ndarray  # (N,) bool
     expert_success: bool
+    intrinsics: Intrinsics  # of I0 and the tracks
 
 
 @dataclasses.dataclass
@@ -132,7 +134,8 @@ def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Refer
         steps = [uvs[0]] + [uvs[round(i)] for i in picks]
         depth = depth0.astype(np.float32)
         depth[depth <= 0] = np.nan
-        return Reference(rgb0, depth, goal_rgb, np.array(steps, np.float32), pts.on_object, ok)
+        tracks = np.array(steps, np.float32)
+        return Reference(rgb0, depth, goal_rgb, tracks, pts.on_object, ok, intr)
     finally:
         env.close()
 

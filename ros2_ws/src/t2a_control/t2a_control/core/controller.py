@@ -788,6 +788,7 @@ class Controller:
         """Hold the joints measured when the hold began (no drift while inputs are stale)."""
         if self._held_q is None:
             self._held_q = obs.q.copy()
+        self._last_hand = None  # a hand stopped by a hold has not touched anything
         q = self._held_q
         return self._emit(obs, q, state=HOLD, send=True, ee_goal=fk(q), reason=reason)
 

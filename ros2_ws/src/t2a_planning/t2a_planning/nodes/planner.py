@@ -62,6 +62,9 @@ class PlannerNodeConfig:
     )
     depth_match_s: float = param(0.05, "max stamp difference between I0 and its depth image (s)")
     depth_scale: float = param(0.001, "metres per unit of a 16UC1 depth image")
+    joint_state_wait_s: float = param(
+        2.0, "tracks that arrive before any joint_states wait this long for them, then fail (s)"
+    )
     max_joint_state_age_s: float = param(
         1.0, "hand pose from joint_states older than this: refuse (s)"
     )
@@ -103,6 +106,8 @@ class PlannerNode(Node):
         if cfg.depth_topic:
             self.create_subscription(Image, cfg.depth_topic, self._on_depth, 5)
         self.plans_published = 0
+        self._pending: tuple[PointTracks, float] | None = None  # tracks waiting for joint_states
+        self.create_timer(0.25, self._expire_pending)
 
     def _on_depth(self, msg: Image) -> None:
         self._depth.append((ros_conv.stamp_to_sec(msg.header.stamp), msg))
@@ -115,6 +120,21 @@ class PlannerNode(Node):
             )
         except ValueError as exc:
             self.get_logger().error(str(exc), throttle_duration_sec=5.0)
+            return
+        if self._pending is not None:
+            pending, self._pending = self._pending[0], None
+            self._on_tracks(pending)
+
+    def _expire_pending(self) -> None:
+        if self._pending is not None and (
+            time.monotonic() - self._pending[1] > self.cfg.joint_state_wait_s
+        ):
+            msg, self._pending = self._pending[0], None
+            self._publish_failure(
+                msg,
+                f"no /{self.cfg.spot_name}/joint_states within {self.cfg.joint_state_wait_s} s: "
+                "hand pose unknown",
+            )
 
     def _depth_for(self, stamp_s: float) -> np.ndarray | None:
         best = min(self._depth, key=lambda d: abs(d[0] - stamp_s), default=None)
