@@ -123,7 +123,7 @@ fi
 for p in "${PKGS[@]}"; do
   mkdir -p "$VENV/share/ament_index/resource_index/packages" "$VENV/share/$p"
   touch "$VENV/share/ament_index/resource_index/packages/$p"
-  for item in package.xml config launch; do
+  for item in package.xml config launch models; do
     [ -e "ros2_ws/src/$p/$item" ] && ln -sfn "$ROOT/ros2_ws/src/$p/$item" "$VENV/share/$p/$item"
   done
 done

@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cap_per_split(clips: list, cap: int) -> list:
+def cap_per_split(clips: list, cap: int) -> list:
     if cap <= 0:
         return clips
     counts: dict[str, int] = {}
@@ -352,16 +352,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     clips = []
     if args.data:
         refs = find_sim_episodes(args.data, args.splits)
-        trained_splits = _trained_splits(checkpoint, train_config)
-        clips += load_sim_clips(select_episodes(refs, subset, cfg, trained_splits), cfg)
+        trained = trained_splits(checkpoint, train_config)
+        clips += load_sim_clips(select_episodes(refs, subset, cfg, trained), cfg)
     for root in args.videos:
         labeler = make_labeler(args.labeler)
         clips += load_video_clips(root, cfg, labeler, subset, args.video_cache or None)
-    clips = _cap_per_split(clips, args.max_episodes)
+    clips = cap_per_split(clips, args.max_episodes)
     if not clips:
         raise SystemExit("no held-out episodes to evaluate (check --data, --splits, --episodes)")
 
-    velocity = _training_velocity(checkpoint, train_config, cfg)
+    velocity = training_velocity(checkpoint, train_config, cfg)
     samplers: list[tuple[str, int | None]] = [("ddim", args.ddim_steps)]
     if args.ddpm:
         samplers.append(("ddpm", None))
@@ -396,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def _trained_splits(checkpoint: Path, train_config: dict[str, Any]) -> list[str]:
+def trained_splits(checkpoint: Path, train_config: dict[str, Any]) -> list[str]:
     """Splits the model saw in training ([] = unknown, treated as all): the data's, if saved."""
     for directory in (checkpoint, checkpoint.parent):
         path = directory / DATA_STATS_NAME
@@ -405,7 +405,7 @@ def _trained_splits(checkpoint: Path, train_config: dict[str, Any]) -> list[str]
     return list(train_config.get("splits") or [])
 
 
-def _training_velocity(
+def training_velocity(
     checkpoint: Path, train_config: dict[str, Any], cfg: TrackDataConfig
 ) -> list[float] | None:
     """The constant-velocity baseline's ``v``: saved at training time, else recomputed."""

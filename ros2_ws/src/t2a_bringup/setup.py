@@ -23,6 +23,7 @@ setup(
     entry_points={
         "console_scripts": [
             "t2a-doctor = t2a_bringup.doctor:main",
+            "t2a-sim-goal = t2a_bringup.sim_goal:main",
             "t2a-record = t2a_bringup.bag_record:main",
             "t2a-play = t2a_bringup.bag_play:main",
         ],

@@ -13,6 +13,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/config", glob("config/*")),
         ("share/" + PACKAGE + "/launch", glob("launch/*")),
+        ("share/" + PACKAGE + "/models/track_default", glob("models/track_default/*")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,
