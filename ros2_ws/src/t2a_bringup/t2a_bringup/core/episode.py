@@ -73,6 +73,11 @@ class Reference:
     on_object: np.ndarray  # (N,) bool
     expert_success: bool
     intrinsics: Intrinsics  # of I0 and the tracks
+    # The expert's rollout, one entry per control tick (index 0 = the state before tick 1):
+    track_ticks: np.ndarray  # (H+1,) int, rollout index of each track step
+    tick_object_poses: np.ndarray  # (T, 4, 4) T_body_part
+    tick_tool_targets: np.ndarray  # (T, 4, 4) the expert's commanded T_body_tool
+    tick_phases: tuple[str, ...]  # (T,) expert phase names ("start", "approach", ...)
 
 
 @dataclasses.dataclass
@@ -114,30 +119,43 @@ def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Refer
             np.random.default_rng([cfg.seed, 11]),
         )  # fmt: skip
         T_obj0 = env.object_pose()
-        times, uvs, moving = [0.0], [pts.uv0.astype(np.float64)], [False]
+        uvs, moving = [pts.uv0.astype(np.float64)], [False]
+        obj_poses, phases, targets = [T_obj0], ["start"], [env.hand_pose()]
 
-        def on_tick(_k: int, _cmd) -> None:
+        def on_tick(_k: int, cmd) -> None:
             T = env.object_pose()
             moved = (
                 np.linalg.norm(T[:3, 3] - T_obj0[:3, 3]) > 1e-3
                 or np.linalg.norm(T[:3, :3] - T_obj0[:3, :3]) > 1e-2
             )
             uv, _, _ = sim_tracks.project(env.data, pts, intr, T_body_cam)
-            times.append(env.time)
             uvs.append(uv)
             moving.append(bool(moved))
+            obj_poses.append(T)
+            phases.append(cmd.phase)
+            targets.append(cmd.T_tool.copy())
 
         ok, _ = run_expert(env, on_tick=on_tick)
         goal_rgb, _ = env.render()
-        first = next((i for i, m in enumerate(moving) if m), len(moving) - 1)
-        picks = np.linspace(max(first - 1, 0), len(times) - 1, cfg.horizon + 1)[1:]
-        steps = [uvs[0]] + [uvs[round(i)] for i in picks]
+        ticks = track_step_ticks(moving, cfg.horizon)
         depth = depth0.astype(np.float32)
         depth[depth <= 0] = np.nan
-        tracks = np.array(steps, np.float32)
-        return Reference(rgb0, depth, goal_rgb, tracks, pts.on_object, ok, intr)
+        tracks = np.array([uvs[i] for i in ticks], np.float32)
+        return Reference(
+            rgb0, depth, goal_rgb, tracks, pts.on_object, ok, intr, ticks,
+            np.stack(obj_poses), np.stack(targets), tuple(phases),
+        )  # fmt: skip
     finally:
         env.close()
+
+
+def track_step_ticks(moving: list[bool], horizon: int) -> np.ndarray:
+    """Rollout indices ``(H+1,)`` of the track steps: 0, then H evenly from the motion onset
+    (one tick before the part first moves) to the end of the rollout."""
+    n = len(moving)
+    first = next((i for i, m in enumerate(moving) if m), n - 1)
+    picks = np.linspace(max(first - 1, 0), n - 1, horizon + 1)[1:]
+    return np.array([0] + [round(i) for i in picks], dtype=np.int64)
 
 
 def make_plan(
