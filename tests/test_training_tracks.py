@@ -20,7 +20,7 @@ import torch
 
 from t2a_perception.core.predictor import TrackPredictor, normalized_to_pixels
 from t2a_sim.core.dataset import save_episode, write_index
-from training import eval_tracks, train_tracks
+from training import engine, eval_tracks, train_tracks
 from training.eval_tracks import constant_velocity, example_metrics, nothing_moves
 from training.labelers import LucasKanadeLabeler
 from training.track_data import (
@@ -395,10 +395,10 @@ def test_default_yaml_and_flag_precedence():
 
 def test_learning_rate_schedule():
     cfg = train_tracks.TrainConfig(out="o", warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
-    assert train_tracks.lr_factor(0, cfg) == pytest.approx(0.1)
-    assert train_tracks.lr_factor(9, cfg) == pytest.approx(1.0)
-    assert train_tracks.lr_factor(60, cfg) == pytest.approx(0.55)
-    assert train_tracks.lr_factor(110, cfg) == pytest.approx(0.1)
+    assert engine.lr_factor(0, cfg) == pytest.approx(0.1)
+    assert engine.lr_factor(9, cfg) == pytest.approx(1.0)
+    assert engine.lr_factor(60, cfg) == pytest.approx(0.55)
+    assert engine.lr_factor(110, cfg) == pytest.approx(0.1)
 
 
 def test_help_runs_as_a_script():

@@ -91,7 +91,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -110,11 +109,12 @@ from t2a_bringup.core.episode import (
     Reference,
     expert_reference,
     make_plan,
+    run_episode,
     sim_config,
 )
 from t2a_common.core.config import check, fields, from_dict, load_yaml, param, to_dict
 from t2a_control.core import kinematics
-from t2a_control.core.controller import STATES, Controller, ControllerConfig, Observation
+from t2a_control.core.controller import STATES, ControllerConfig
 from t2a_control.core.policy import (
     PolicyConfig,
     action_chunks,
@@ -127,11 +127,12 @@ from t2a_control.core.policy_runtime import select_points
 from t2a_perception.core.predictor import pixels_to_normalized, resize_image
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan
-from t2a_sim.core.arm_driver import SimArmDriver
 from t2a_sim.core.config import SimConfig
+from t2a_sim.core.dataset import plan_jobs, save_episode
 from t2a_sim.core.env import SimEnv
 from t2a_sim.core.scene import camera_pose, optical_from_mjcam
-from t2a_sim.core.tasks import SPLITS, TASKS, tasks_of
+from t2a_sim.core.tasks import SPLITS, TASKS
+from training.engine import add_config_flags, config_from_flags
 from training.track_data import held_out_keys
 
 FORMAT = "t2a_residual_demo/1"
@@ -384,56 +385,6 @@ class OraclePolicy:
         return {"delta": delta, "gripper": 1.0 - float(self.expert_closed[k])}
 
 
-def run_plan(
-    env: SimEnv,
-    plan: Plan,
-    goal_rgb: np.ndarray,
-    policy: Any,
-    controller_cfg: ControllerConfig,
-    max_time_s: float,
-) -> dict[str, Any]:
-    """Execute ``plan`` on ``env`` (already reset) with the controller until done/failed/timeout.
-
-    The loop of ``t2a_bringup.core.episode.run_episode``, for a plan given from outside (that
-    function builds its own plan and has no hook for a perturbed one).
-    """
-    driver = SimArmDriver(env)
-    driver.claim()
-    driver.power_on()
-    controller = Controller(controller_cfg, policy)
-    controller.set_plan(plan.to_ee_plan("demo"))
-    gripper_open: bool | None = None
-    state, message, grasped = "idle", "", False
-    while env.time < max_time_s:
-        q, opening, _ = driver.joint_positions()
-        obs = Observation(
-            now_s=env.time, q=q, gripper=opening, image=env.render()[0], image_stamp_s=env.time,
-            goal_image=goal_rgb, tracks=None, stamps={"joint_states": env.time, "image": env.time},
-        )  # fmt: skip
-        cmd = controller.tick(obs)
-        state, message = cmd.state, cmd.hold_reason or cmd.message
-        if cmd.send_joints:
-            driver.send_joint_targets(cmd.q_target)
-        if cmd.state != "idle" and cmd.gripper_open != gripper_open:
-            (driver.open_gripper if cmd.gripper_open else driver.close_gripper)()
-            gripper_open = cmd.gripper_open
-        env.advance(controller_cfg.period_s)
-        grasped |= env.grasped()
-        if state in ("done", "failed"):
-            break
-    if state == "done":  # let the object settle after the release before judging
-        env.advance(0.5)
-    success, errors = env.task_success()
-    return {
-        "success": bool(success),
-        "final_state": state,
-        "message": message,
-        "grasped": bool(grasped),
-        "errors": {k: float(v) for k, v in errors.items()},
-        "sim_time_s": float(env.time),
-    }
-
-
 def _crc(text: str) -> int:
     return zlib.crc32(text.encode())
 
@@ -451,49 +402,62 @@ def record_demos(
     """Demos (the arrays of the module docstring) of one episode, one per ``variant``.
 
     The expert's reference and the clean plan are shared by all variants; each variant draws
-    its own plan noise from ``(seed, task, split, variant)``.
+    its own plan noise from ``(seed, task, split, variant)`` and runs as a ``run_episode`` of
+    that plan with the :class:`OraclePolicy` in the controller's policy seat.
     """
     planner_cfg = planner_cfg or PlannerConfig()
     controller_cfg = demo_controller_config(controller_cfg)
     ep = cfg.episode_config(task, split, seed)
     ref, trace = demo_reference(ep, base)
     T_body_cam = nominal_T_body_cam(base)
+    env = SimEnv(sim_config(ep, base))  # the scene as every variant starts it, for planning
+    try:
+        env.reset(task, split, seed)
+        clean = make_plan(ref.tracks_px, ref.depth0, env, T_body_cam, planner_cfg)
+        q = env.joint_positions()[:6]
+    finally:
+        env.close()
     out = []
     for variant in variants:
-        env = SimEnv(sim_config(ep, base))
-        try:
-            env.reset(task, split, seed)
-            clean = make_plan(ref.tracks_px, ref.depth0, env, T_body_cam, planner_cfg)
-            meta: dict[str, Any] = {
-                "format": FORMAT,
-                "task": task,
-                "split": split,
-                "seed": int(seed),
-                "variant": int(variant),
-                "expert_success": bool(trace.success),
-                "plan_message": clean.message,
-                "demo_config": to_dict(cfg),
-            }
-            if not clean.ok:
-                out.append(_failed_demo(ref, meta, f"plan failed: {clean.message}"))
-                continue
-            rng = np.random.default_rng([seed, _crc(task), _crc(split), variant, 5])
-            plan, noise = clean, None
-            if rng.uniform() >= cfg.clean_fraction:
-                q = env.joint_positions()[:6]
-                for _ in range(cfg.plan_attempts):
-                    candidate, draw = perturb_plan(clean, rng, cfg)
-                    if _reachable(candidate, q):
-                        plan, noise = candidate, draw
-                        break
-            expert_poses, closed = expert_targets(
-                trace, clean.ee_poses[clean.grasp_step], clean.grasp_step, cfg.expert_grasp_turn_rad
-            )
-            oracle = OraclePolicy(expert_poses, closed)
-            result = run_plan(env, plan, ref.goal_rgb, oracle, controller_cfg, cfg.max_time_s)
-        finally:
-            env.close()
-        meta.update(noise=noise, **result, ticks=len(oracle.records))
+        meta: dict[str, Any] = {
+            "format": FORMAT,
+            "task": task,
+            "split": split,
+            "seed": int(seed),
+            "variant": int(variant),
+            "expert_success": bool(trace.success),
+            "plan_message": clean.message,
+            "demo_config": to_dict(cfg),
+        }
+        if not clean.ok:
+            out.append(_failed_demo(ref, meta, f"plan failed: {clean.message}"))
+            continue
+        rng = np.random.default_rng([seed, _crc(task), _crc(split), variant, 5])
+        plan, noise = clean, None
+        if rng.uniform() >= cfg.clean_fraction:
+            for _ in range(cfg.plan_attempts):
+                candidate, draw = perturb_plan(clean, rng, cfg)
+                if _reachable(candidate, q):
+                    plan, noise = candidate, draw
+                    break
+        expert_poses, closed = expert_targets(
+            trace, clean.ee_poses[clean.grasp_step], clean.grasp_step, cfg.expert_grasp_turn_rad
+        )
+        oracle = OraclePolicy(expert_poses, closed)
+        result = run_episode(
+            ep, T_body_cam=T_body_cam, controller_cfg=controller_cfg, policy=oracle,
+            reference=ref, base=base, plan=plan,
+        )  # fmt: skip
+        meta.update(
+            noise=noise,
+            success=bool(result.success),
+            final_state=result.final_state,
+            message=result.message,
+            grasped=bool(result.grasped),
+            errors=result.errors,
+            sim_time_s=float(result.sim_time_s),
+            ticks=len(oracle.records),
+        )
         out.append(_demo_arrays(ref, trace, clean, plan, expert_poses, closed, oracle, meta))
     return out
 
@@ -588,38 +552,22 @@ def plan_demo_jobs(
     tasks: Iterable[str] | None = None,
 ) -> list[DemoJob]:
     """Every episode with variants not yet on disk (a ``.json`` marks a finished demo)."""
-    wanted = set(tasks) if tasks is not None else None
     jobs = []
-    for split in splits:
-        if split not in SPLITS:
-            raise ValueError(f"split {split!r} unknown, expected one of {list(SPLITS)}")
-        for task in tasks_of(split):
-            if wanted is not None and task not in wanted:
-                continue
-            for seed in range(base_seed, base_seed + episodes_per_task):
-                todo = tuple(
-                    v
-                    for v in range(variants)
-                    if not demo_path(out, split, task, seed, v).with_suffix(".json").exists()
-                )
-                if todo:
-                    jobs.append(DemoJob(split, task, seed, todo))
+    for ep in plan_jobs(splits, episodes_per_task, base_seed, tasks):
+        todo = tuple(
+            v
+            for v in range(variants)
+            if not demo_path(out, ep.split, ep.task, ep.seed, v).with_suffix(".json").exists()
+        )
+        if todo:
+            jobs.append(DemoJob(ep.split, ep.task, ep.seed, todo))
     return jobs
 
 
 def save_demo(base: Path, demo: dict[str, Any]) -> None:
-    """Write ``base``.npz then ``base``.json atomically (the json marks the demo finished)."""
-    base.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=base.parent, suffix=".npz.tmp")
-    os.close(fd)
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **demo)
-    os.replace(tmp, base.with_suffix(".npz"))
-    meta = json.loads(str(demo["meta"]))
-    meta["file"] = base.with_suffix(".npz").name
-    tmp_json = base.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp_json, base.with_suffix(".json"))
+    """Write ``base``.npz then ``base``.json atomically (the json marks the demo finished), as
+    the sim dataset writes an episode."""
+    save_episode(base, demo)
 
 
 def write_demo_index(
@@ -1025,48 +973,6 @@ def collate_residual(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, t
 # -------------------------------------------------------------------------------------------
 # Command line
 # -------------------------------------------------------------------------------------------
-
-
-def add_config_flags(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    skip: Iterable[str] = (),
-    choices: Mapping[str, Sequence[Any]] | None = None,
-) -> None:
-    """One ``--flag`` per leaf of config ``cls`` (nested ``a.b_c`` as ``--b-c``), docs as help.
-
-    Flags default to "not given" (``argparse.SUPPRESS``), so a YAML file can sit between the
-    dataclass defaults and the command line (see :func:`config_from_flags`). ``choices`` maps
-    dotted field names to their allowed values.
-    """
-    skip = set(skip)
-    choices = choices or {}
-    for spec in fields(cls):
-        if spec.name in skip:
-            continue
-        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
-        kwargs: dict[str, Any] = {
-            "dest": spec.name,
-            "default": argparse.SUPPRESS,
-            "help": f"{spec.doc} (default: {default!r})".replace("%", "%%"),
-        }
-        metavar = spec.name.split(".")[-1].upper()
-        if spec.type is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif spec.type is tuple:
-            kwargs.update(nargs="*", type=spec.elem_type, metavar=metavar)
-        else:
-            kwargs.update(type=spec.type, metavar=metavar)
-        if spec.name in choices:
-            kwargs.update(choices=list(choices[spec.name]), metavar=None)
-        parser.add_argument("--" + spec.name.split(".")[-1].replace("_", "-"), **kwargs)
-
-
-def config_from_flags(cls: type, flags: Mapping[str, Any], yaml_path: str = "") -> Any:
-    """Defaults, then the YAML file (if any), then the flags given (dotted names)."""
-    if yaml_path:
-        return load_yaml(cls, yaml_path, **{k.replace(".", "__"): v for k, v in flags.items()})
-    return from_dict(cls, dict(flags))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,9 @@ controller's on the same episodes (computed once).
 
 Training choices, and why:
 
-- optimizer, schedule, EMA, mixed precision and DDP set-up are ``train_tracks``' (imported): the
-  same reasons hold, and one policy for both trainers is easier to reason about;
+- optimizer, schedule, EMA, mixed precision, DDP set-up, logging, checkpoints and resume are
+  ``training/engine.py``'s, shared with ``train_tracks``: the same reasons hold, and one policy
+  for both trainers is easier to reason about;
 - action normalisation statistics (``PolicyStats``: RMS of the residual translations and
   rotations) come from the training demos, so both residual parts are about unit size;
 - one sample per recorded control tick, labelled with the chunk of the next ``h`` plan steps,
@@ -41,31 +42,23 @@ Training choices, and why:
 from __future__ import annotations
 
 import argparse
-import copy
-import csv
 import dataclasses
-import json
 import math
-import shutil
 import sys
-import time
 import zlib
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 if __package__ in (None, ""):  # run as a script: make the workspace root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from t2a_bringup.core.episode import Reference, expert_reference, run_episode
-from t2a_common.core.config import check, nested, param, to_dict
+from t2a_common.core.config import check, nested, param
 from t2a_control.core.controller import ControllerConfig
 from t2a_control.core.policy import (
     ACTION_MODES,
@@ -78,14 +71,13 @@ from t2a_control.core.policy import (
     save_checkpoint,
 )
 from t2a_control.core.policy_runtime import PolicyRunner
+from training import engine
 from training.residual_data import (
     DemoConfig,
     DemoDataConfig,
     DemoRef,
     ResidualDataset,
-    add_config_flags,
     collate_residual,
-    config_from_flags,
     find_demos,
     load_demos,
     nominal_T_body_cam,
@@ -94,22 +86,7 @@ from training.residual_data import (
     select_demos,
 )
 from training.track_data import SIM_SPLITS
-from training.train_tracks import (
-    AMP_MODES,
-    TRAIN_STATE_NAME,
-    Runtime,
-    _tensorboard,
-    lr_factor,
-    make_optimizer,
-    resume_directory,
-    setup_runtime,
-    update_ema,
-)
 
-TRAIN_CONFIG_NAME = "train_config.json"
-DATA_STATS_NAME = "data_stats.json"
-# An epoch lists every tick often enough for at least this many batches (as in train_tracks).
-MIN_EPOCH_BATCHES = 50
 VAL_METRICS = (
     "loss",
     "loss_translation",
@@ -125,46 +102,27 @@ CLOSED_LOOP_METRICS = (
     "cl_open_loop_success",
     "cl_open_loop_success_offset",
 )
-LOG_COLUMNS = (
-    "step",
-    "epoch",
-    "elapsed_s",
-    "lr",
-    "loss",
-    "grad_norm",
-    "samples_per_s",
-    *(f"val_{m}" for m in VAL_METRICS),
-    *CLOSED_LOOP_METRICS,
-)
+LOG_COLUMNS = (*engine.TRAIN_LOG_COLUMNS, *(f"val_{m}" for m in VAL_METRICS), *CLOSED_LOOP_METRICS)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs; saved as ``train_config.json`` next to every export."""
+class TrainConfig(engine.LoopConfig):
+    """Everything a training run needs; saved as ``train_config.json`` next to every export.
 
-    data: tuple[str, ...] = param((), "demo directories (written by training/residual_data.py)")
-    splits: tuple[str, ...] = param((), f"sim splits to train on (some of {SIM_SPLITS}); () = all")
-    out: str = param("", "output directory (logs, checkpoints); required")
-    resume: str = param(
-        "", "'' = fresh run; 'auto' = continue OUT/last if it exists; or a checkpoint directory"
-    )
+    The loop's settings are :class:`~training.engine.LoopConfig`'s (some with other defaults
+    here); the residual policy's follow them.
+    """
+
+    # Loop settings whose default or doc differs here (they keep their place in the order).
     batch_size: int = param(64, "global batch size (split evenly over DDP processes)")
     max_steps: int = param(20_000, "optimizer steps of the whole run (the schedule's length)")
-    lr: float = param(3e-4, "peak learning rate")
-    min_lr_ratio: float = param(0.05, "final learning rate / peak of the cosine decay")
     warmup_steps: int = param(500, "linear warmup steps")
     weight_decay: float = param(0.05, "AdamW weight decay (weight matrices only)")
-    ema_decay: float = param(0.999, "EMA decay of the exported weights (per step)")
-    grad_clip: float = param(1.0, "max global gradient norm; 0 = no clipping")
-    amp: str = param("auto", f"mixed precision on CUDA, one of {AMP_MODES}; always off on CPU")
-    device: str = param("auto", "auto (cuda if available), cpu, cuda; DDP uses cuda:LOCAL_RANK")
-    num_workers: int = param(2, "DataLoader worker processes per training process")
     load_workers: int = param(4, "threads that read and resize demos at start-up")
-    threads: int = param(0, "torch CPU threads per process; 0 = torch's default")
     seed: int = param(0, "seed of initialisation, data order and augmentation")
-    log_every: int = param(50, "steps between log rows")
     eval_every: int = param(1000, "steps between evaluations; 0 = only at the end")
-    save_every: int = param(1000, "steps between checkpoints of OUT/last; 0 = only at the end")
+    data: tuple[str, ...] = param((), "demo directories (written by training/residual_data.py)")
+    splits: tuple[str, ...] = param((), f"sim splits to train on (some of {SIM_SPLITS}); () = all")
     closed_loop_eval: int = param(
         0,
         "closed-loop sim episodes (held-out seeds) per evaluation, each with and without a grasp "
@@ -173,28 +131,13 @@ class TrainConfig:
     eval_grasp_offset_m: float = param(
         0.03, "grasp offset injected into the plan in the offset half of the closed loop (m)"
     )
-    progress: bool = param(True, "show a tqdm progress bar")
-    dist_timeout_min: float = param(30.0, "DDP collective timeout (min); ranks wait this long")
     policy: PolicyConfig = nested(PolicyConfig, "architecture, horizon, chunk and action mode")
     dataset: DemoDataConfig = nested(DemoDataConfig, "train/validation split, augmentation")
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.splits) - set(SIM_SPLITS))
         check(not bad, f"unknown split(s) {bad}; expected some of {SIM_SPLITS}")
-        check(self.amp in AMP_MODES, f"unknown amp {self.amp!r}; expected one of {AMP_MODES}")
-        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
-        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        check(
-            0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"
-        )
-        check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
-        for name in ("num_workers", "load_workers", "threads", "eval_every", "save_every"):
-            check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        super().__post_init__()
         check(
             self.closed_loop_eval >= 0,
             f"closed_loop_eval must be >= 0 episodes, got {self.closed_loop_eval}",
@@ -202,9 +145,6 @@ class TrainConfig:
         check(
             math.isfinite(self.eval_grasp_offset_m) and self.eval_grasp_offset_m >= 0,
             f"eval_grasp_offset_m must be finite and >= 0 m, got {self.eval_grasp_offset_m}",
-        )
-        check(
-            self.dist_timeout_min > 0, f"dist_timeout_min must be > 0, got {self.dist_timeout_min}"
         )
 
 
@@ -215,43 +155,36 @@ class TrainConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags for every :class:`TrainConfig` field (nested ``policy.x``/``dataset.x`` as ``--x``)."""
-    parser = argparse.ArgumentParser(
+    return engine.config_parser(
+        TrainConfig,
         description="Train the Track2Act residual policy by behaviour cloning on demos from "
         "training/residual_data.py. Settings: defaults < --config YAML < flags. Multi-GPU: "
         "torchrun --nproc_per_node=G training/train_residual.py ...",
+        config_help="YAML file of TrainConfig fields (nested 'policy:' and 'dataset:' sections)",
+        choices={"amp": engine.AMP_MODES, "policy.action_mode": ACTION_MODES},
     )
-    parser.add_argument(
-        "--config",
-        default="",
-        help="YAML file of TrainConfig fields (nested 'policy:' and 'dataset:' sections)",
-    )
-    add_config_flags(
-        parser, TrainConfig, choices={"amp": AMP_MODES, "policy.action_mode": ACTION_MODES}
-    )
-    return parser
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """Defaults, then the ``--config`` YAML, then explicit flags."""
-    args = vars(build_parser().parse_args(argv))
-    path = args.pop("config")
-    return config_from_flags(TrainConfig, args, path)
+    return engine.parse_flags(TrainConfig, build_parser(), argv)
 
 
 # -------------------------------------------------------------------------------------------
-# Pieces of the training loop
+# Data, loss and evaluation
 # -------------------------------------------------------------------------------------------
 
 
 class BCLoss(nn.Module):
-    """``forward(batch) = model.compute_loss(batch)``, so DDP can wrap the loss computation."""
+    """``forward(batch)`` = the loss of ``model.compute_loss(batch)``, so DDP can wrap the loss
+    computation."""
 
     def __init__(self, model: ResidualPolicy) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.model.compute_loss(batch)
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.compute_loss(batch)[0]
 
 
 def load_datasets(
@@ -293,6 +226,9 @@ class _Repeated(torch.utils.data.Dataset):
 
     def __init__(self, base: ResidualDataset, repeat: int) -> None:
         self.base, self.repeat = base, repeat
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.base) * self.repeat
@@ -426,76 +362,7 @@ class ClosedLoopEval:
 
 def closed_loop_episodes(refs: list[DemoRef], n: int) -> list[tuple[str, str, int]]:
     """``n`` distinct ``(split, task, seed)`` scenes among ``refs``, evenly spread."""
-    scenes = sorted({(r.split, r.task, r.seed) for r in refs})
-    if n >= len(scenes):
-        return scenes
-    pick = np.unique(np.linspace(0, len(scenes) - 1, n).round().astype(int))
-    return [scenes[i] for i in pick]
-
-
-def save_run_checkpoint(
-    directory: Path,
-    ema: ResidualPolicy,
-    raw: ResidualPolicy,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    step: int,
-    epoch: int,
-    cfg: TrainConfig,
-    data_stats: dict[str, Any],
-) -> None:
-    """Write the export and the training state to ``directory``, replacing it atomically."""
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(ema, tmp)
-    torch.save(
-        {
-            "model": raw.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "step": step,
-            "epoch": epoch,
-        },
-        tmp / TRAIN_STATE_NAME,
-    )
-    (tmp / TRAIN_CONFIG_NAME).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    (tmp / DATA_STATS_NAME).write_text(json.dumps({**data_stats, "step": step}, indent=2) + "\n")
-    old = directory.with_name(f".{directory.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _best_so_far(out: Path) -> float:
-    """Validation loss of ``OUT/best`` (so a resumed run only replaces it with a better one)."""
-    path = out / "best" / DATA_STATS_NAME
-    if path.is_file():
-        return float(json.loads(path.read_text()).get("val_loss", math.inf))
-    return math.inf
-
-
-class CsvLog:
-    """Append-only CSV log with fixed columns (a resumed run keeps adding to the same file)."""
-
-    def __init__(self, path: Path, columns: tuple[str, ...] = LOG_COLUMNS) -> None:
-        self.columns = columns
-        new = not path.exists()
-        self.file = path.open("a", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=columns)
-        if new:
-            self.writer.writeheader()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow({k: row.get(k, "") for k in self.columns})
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
+    return engine.evenly_spread(sorted({(r.split, r.task, r.seed) for r in refs}), n)
 
 
 # -------------------------------------------------------------------------------------------
@@ -505,34 +372,18 @@ class CsvLog:
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or continue) training; returns the final export directory ``OUT/last``."""
-    if not cfg.out:
-        raise ValueError("--out is required")
-    rt = setup_runtime(cfg)
-    try:
-        return _train(cfg, rt)
-    finally:
-        if rt.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    return engine.launch(cfg, _train)
 
 
-def _train(cfg: TrainConfig, rt: Runtime) -> Path:
-    from tqdm import tqdm
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    if rt.main:
-        out.mkdir(parents=True, exist_ok=True)
-    resume_from = resume_directory(cfg, out)
+def _train(cfg: TrainConfig, rt: engine.Runtime) -> Path:
+    out, resume_from = engine.prepare_output(cfg, rt)
     # A resumed run keeps its architecture and action mode, whatever the flags say now.
     policy_cfg = cfg.policy if resume_from is None else load_config(resume_from)
     if policy_cfg != cfg.policy and rt.main:
         print(f"note: resuming {resume_from}: its architecture {policy_cfg} overrides the flags")
 
     train_set, val_set, val_scenes = load_datasets(cfg, policy_cfg)
-    per_rank = cfg.batch_size // rt.world
-    repeat = max(1, math.ceil(MIN_EPOCH_BATCHES * cfg.batch_size / len(train_set)))
-    epoch_set = _Repeated(train_set, repeat)
+    epoch_set = _Repeated(train_set, engine.epoch_repeats(len(train_set), cfg.batch_size))
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts)
     if resume_from is None:
@@ -542,7 +393,6 @@ def _train(cfg: TrainConfig, rt: Runtime) -> Path:
         raw = load_checkpoint(resume_from)  # stats too are the run's, not recomputed
         stats = raw.stats
     raw = raw.to(rt.device).train()
-    ema = copy.deepcopy(raw).eval().requires_grad_(False)
     data_stats = {
         "translation_scale_m": stats.translation_scale_m,
         "rotation_scale_rad": stats.rotation_scale_rad,
@@ -566,157 +416,35 @@ def _train(cfg: TrainConfig, rt: Runtime) -> Path:
             read_controller_config(cfg.data[0]),
             cfg.eval_grasp_offset_m,
         )
-
-    optimizer = make_optimizer(raw, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-    step, epoch = 0, 0
-    if resume_from is not None:
-        state = torch.load(
-            resume_from / TRAIN_STATE_NAME, map_location=rt.device, weights_only=True
-        )
-        raw.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, epoch = int(state["step"]), int(state["epoch"]) + 1
-        if rt.main:
-            print(f"resumed from {resume_from} at step {step}")
-
-    loss_module: nn.Module = BCLoss(raw)
-    if rt.world > 1:
-        ids = [rt.device.index] if rt.device.type == "cuda" else None
-        loss_module = DistributedDataParallel(loss_module, device_ids=ids)
-    sampler = DistributedSampler(
-        epoch_set, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.seed, drop_last=True
-    )
-    loader = DataLoader(
-        epoch_set,
-        batch_size=per_rank,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        collate_fn=collate_residual,
-        pin_memory=rt.device.type == "cuda",
-        drop_last=True,
-        persistent_workers=False,
-    )
-    if len(loader) == 0:
-        raise ValueError(f"an epoch of {len(epoch_set)} samples holds no batch of {per_rank}")
-
-    log = tb = None
-    if rt.main:
-        (out / TRAIN_CONFIG_NAME).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-        log = CsvLog(out / "log.csv")
-        tb = _tensorboard(out)
-        print(
-            f"residual policy ({num_parameters(raw) / 1e6:.2f} M parameters, "
-            f"{raw.config.action_mode}) on {rt.device} x{rt.world}, amp={rt.amp_dtype}, "
-            f"{len(train_set.demos)} train demos ({len(train_set)} ticks) / "
-            f"{len(val_set.demos)} val demos, residual scale {stats.translation_scale_m:.4f} m "
-            f"{stats.rotation_scale_rad:.4f} rad"
-        )
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (rt.main and cfg.progress))
-    autocast = (
-        torch.autocast(rt.device.type, dtype=rt.amp_dtype)
-        if rt.amp_dtype is not None
-        else nullcontext()
-    )
-    best_loss = _best_so_far(out)
-    started = time.perf_counter()
-    window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-    grad_norm = torch.zeros(())
-
-    def checkpoint(name: str, metrics: dict[str, float] | None = None) -> None:
-        stats_now = {**data_stats, **(metrics or {})}
-        save_run_checkpoint(
-            out / name, ema, raw, optimizer, scheduler, scaler, step, epoch, cfg, stats_now
-        )
+    trainer = engine.Trainer(cfg, rt, out, raw, save_checkpoint, data_stats, resume_from)
 
     def evaluate() -> dict[str, float]:
-        metrics = validate(ema, val_set, per_rank, rt.device)
+        metrics = validate(trainer.ema, val_set, trainer.per_rank, rt.device)
         if closed_loop is not None:
-            cl, failures = closed_loop(ema, rt.device)
+            cl, failures = closed_loop(trainer.ema, rt.device)
             metrics.update(cl)
             if failures:
-                bar.write(f"step {step}: closed-loop failures {failures}")
+                trainer.write(f"step {trainer.step}: closed-loop failures {failures}")
         return metrics
 
-    while step < cfg.max_steps:
-        train_set.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        for batch in loader:
-            batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
-            with autocast:
-                loss, _ = loss_module(batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            if cfg.grad_clip > 0:
-                grad_norm = nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            update_ema(ema, raw, min(cfg.ema_decay, (1 + step) / (10 + step)))
-            window_loss += float(loss.detach())
-            window_n += 1
-            bar.update()
-
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                mean_loss = torch.tensor([window_loss, window_n], dtype=torch.float64)
-                if rt.world > 1:
-                    mean_loss = mean_loss.to(rt.device)
-                    dist.all_reduce(mean_loss)
-                now = time.perf_counter()
-                row = {
-                    "step": step,
-                    "epoch": epoch,
-                    "elapsed_s": round(now - started, 2),
-                    "lr": scheduler.get_last_lr()[0],
-                    "loss": float(mean_loss[0] / mean_loss[1]),
-                    "grad_norm": float(grad_norm),
-                    "samples_per_s": round(window_n * cfg.batch_size / (now - window_start), 2),
-                }
-                window_loss, window_n, window_start = 0.0, 0, now
-                if rt.main:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-                    log.write(row)
-                    if tb is not None:
-                        for key in ("loss", "lr", "grad_norm", "samples_per_s"):
-                            tb.add_scalar(f"train/{key}", row[key], step)
-
-            final = step == cfg.max_steps
-            if (cfg.eval_every and step % cfg.eval_every == 0) or final:
-                if rt.main:
-                    metrics = evaluate()
-                    if metrics:
-                        bar.write(f"step {step}: " + _describe(metrics))
-                        log.write({"step": step, "epoch": epoch, **metrics})
-                        if tb is not None:
-                            for key, value in metrics.items():
-                                tb.add_scalar(f"eval/{key}", value, step)
-                        if metrics.get("val_loss", math.inf) < best_loss:
-                            best_loss = metrics["val_loss"]
-                            checkpoint("best", metrics)
-                rt.barrier()
-            if (cfg.save_every and step % cfg.save_every == 0) or final:
-                if rt.main:
-                    checkpoint("last")
-                rt.barrier()
-            if final:
-                break
-        epoch += 1
-
-    bar.close()
-    if rt.main:
-        log.close()
-        if tb is not None:
-            tb.close()
-        print(
-            f"done: {step} steps in {time.perf_counter() - started:.1f} s; export in {out / 'last'}"
-        )
-    return out / "last"
+    banner = (
+        f"residual policy ({num_parameters(raw) / 1e6:.2f} M parameters, "
+        f"{raw.config.action_mode}) on {rt.device} x{rt.world}, amp={rt.amp_dtype}, "
+        f"{len(train_set.demos)} train demos ({len(train_set)} ticks) / "
+        f"{len(val_set.demos)} val demos, residual scale {stats.translation_scale_m:.4f} m "
+        f"{stats.rotation_scale_rad:.4f} rad"
+    )
+    return trainer.fit(
+        BCLoss(raw),
+        epoch_set,
+        collate_residual,
+        evaluate=evaluate,
+        best_metric="val_loss",
+        describe=_describe,
+        eval_tag=lambda key: f"eval/{key}",
+        log_columns=LOG_COLUMNS,
+        banner=banner,
+    )
 
 
 def _describe(metrics: dict[str, float]) -> str:

@@ -195,12 +195,15 @@ def run_episode(
     reference: Reference | None = None,
     base: SimConfig | None = None,
     keep_frames: bool = False,
+    plan: Plan | None = None,
 ) -> EpisodeResult:
     """Plan from tracks (ground truth, or ``predict_tracks(ref) -> (tracks, point depths)``),
     then run the controller at its rate until done, failed or ``max_time_s``.
 
     ``T_body_cam`` is the extrinsic the stack believes (the nominal calibration); the sim's own
-    camera carries a per-episode jitter, like a real calibration error.
+    camera carries a per-episode jitter, like a real calibration error. A ready-made ``plan``
+    (planned on this episode's scene, e.g. with injected errors) is executed instead of planning
+    from tracks; ``cfg.grasp_offset_m`` shifts it all the same.
     """
     wall0 = time.perf_counter()
     planner_cfg = planner_cfg or PlannerConfig()
@@ -208,9 +211,10 @@ def run_episode(
     ref = reference or expert_reference(cfg, base)
     env = SimEnv(sim_config(cfg, base))
     env.reset(cfg.task, cfg.split, cfg.seed)
-    tracks = ref.tracks_px if predict_tracks is None else predict_tracks(ref)[0]
-    plan = shifted(make_plan(tracks, ref.depth0, env, T_body_cam, planner_cfg),
-                   np.asarray(cfg.grasp_offset_m))  # fmt: skip
+    if plan is None:
+        tracks = ref.tracks_px if predict_tracks is None else predict_tracks(ref)[0]
+        plan = make_plan(tracks, ref.depth0, env, T_body_cam, planner_cfg)
+    plan = shifted(plan, np.asarray(cfg.grasp_offset_m))
     ee_plan = plan.to_ee_plan(f"{cfg.task}/{cfg.split}/{cfg.seed}")
     planned = plan.waypoints()[1][:, :3, 3] if plan.ok else np.zeros((0, 3))
 

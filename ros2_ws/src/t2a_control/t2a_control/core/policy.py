@@ -33,18 +33,26 @@ Actions (body frame, raw units; see :func:`compose_residual` for how a residual 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from t2a_common.core.config import check, fields, from_dict, param, to_dict
+from t2a_common.core.config import check, param
+
+# A policy checkpoint is in the track model's format; its file names are re-exported from here.
+from t2a_perception.core.checkpoint import (
+    CHECKPOINT_FILES,  # noqa: F401
+    CONFIG_NAME,
+    STATS_NAME,
+    WEIGHTS_NAME,  # noqa: F401
+    load_dataclass,
+    load_weights,
+    save_model_files,
+)
 from t2a_perception.core.model import IMAGE_MEAN, IMAGE_STD, FinalLayer, T2ABlock
 from t2a_perception.core.resnet import ResNet18GN
 
@@ -732,36 +740,25 @@ def num_parameters(model: nn.Module) -> int:
 #                                  Checkpoints                                  #
 #################################################################################
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-STATS_NAME = "stats.json"
-CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, STATS_NAME)
-_MAX_LISTED = 8  # offending tensor names an error lists before summarising
-
 
 def save_checkpoint(model: ResidualPolicy, directory: str | Path) -> Path:
     """Write ``model`` (config, stats, weights) into ``directory``, creating it if needed.
 
+    The track model's format (``config.json``, ``stats.json``, ``model.safetensors``):
     ``config.json`` spells out every field, so a later change of a default cannot silently change
     what an old checkpoint means.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_json(directory / CONFIG_NAME, to_dict(model.config))
-    _write_json(directory / STATS_NAME, to_dict(model.stats))
-    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    return directory
+    return save_model_files(directory, model.config, model.stats, model.state_dict())
 
 
 def load_config(directory: str | Path) -> PolicyConfig:
     """The validated :class:`PolicyConfig` of a checkpoint directory."""
-    return _load_dataclass(Path(directory), CONFIG_NAME, PolicyConfig)
+    return load_dataclass(directory, CONFIG_NAME, PolicyConfig)
 
 
 def load_stats(directory: str | Path) -> PolicyStats:
     """The validated :class:`PolicyStats` of a checkpoint directory."""
-    return _load_dataclass(Path(directory), STATS_NAME, PolicyStats)
+    return load_dataclass(directory, STATS_NAME, PolicyStats)
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> ResidualPolicy:
@@ -772,80 +769,13 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         ValueError: a file is malformed, the config has unknown or missing keys or bad values,
             or the weights do not fit the architecture the config describes.
     """
-    directory = Path(directory)
     model = ResidualPolicy(load_config(directory), load_stats(directory))
-    path = _require(directory, WEIGHTS_NAME)
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
-    _check_state(model, state, path)
-    model.load_state_dict(state, strict=True)
+    c = model.config
+    load_weights(
+        model,
+        directory,
+        f"depth={c.depth}, hidden_size={c.hidden_size}, encoder_width={c.encoder_width}, "
+        f"horizon={c.horizon}, chunk_size={c.chunk_size}, action_mode={c.action_mode!r}, "
+        f"use_plan={c.use_plan}",
+    )
     return model.to(device).eval()
-
-
-def _load_dataclass(directory: Path, filename: str, cls: type) -> Any:
-    path = _require(directory, filename)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    known = {spec.name for spec in fields(cls)}
-    unknown, missing = sorted(set(data) - known), sorted(known - set(data))
-    if unknown or missing:
-        raise ValueError(
-            f"{path} does not match {cls.__name__}: unknown keys {unknown}, missing keys "
-            f"{missing}; every field must be present (known: {sorted(known)})"
-        )
-    try:
-        return from_dict(cls, data)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-
-
-def _check_state(model: ResidualPolicy, state: dict[str, torch.Tensor], path: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{name}: checkpoint {tuple(state[name].shape)} vs config {tuple(expected[name].shape)}"
-        for name in sorted(set(expected) & set(state))
-        if state[name].shape != expected[name].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors {_listed(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch {_listed(mismatched)}")
-    if problems:
-        c = model.config
-        raise ValueError(
-            f"{path} does not fit the architecture in {CONFIG_NAME} (depth={c.depth}, "
-            f"hidden_size={c.hidden_size}, encoder_width={c.encoder_width}, horizon={c.horizon}, "
-            f"chunk_size={c.chunk_size}, action_mode={c.action_mode!r}, use_plan={c.use_plan}): "
-            + "; ".join(problems)
-        )
-
-
-def _listed(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = len(items) - _MAX_LISTED
-    return f"[{shown}{f', ... and {more} more' if more > 0 else ''}]"
-
-
-def _require(directory: Path, filename: str) -> Path:
-    path = directory / filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no {filename} in checkpoint directory {directory} "
-            f"(a checkpoint holds {', '.join(CHECKPOINT_FILES)})"
-        )
-    return path
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")

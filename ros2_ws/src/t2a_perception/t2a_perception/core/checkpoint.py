@@ -4,19 +4,26 @@
 of a default cannot silently change what an old checkpoint means), ``stats.json`` the
 :class:`TrackStats` of the training data, ``model.safetensors`` the weights. Loading checks all
 three against each other and says exactly what does not match.
+
+The format itself (any config dataclass, stats dataclass and state dict) is
+:func:`save_model_files`, :func:`load_dataclass` and :func:`load_weights`; the residual policy's
+checkpoints (``t2a_control.core.policy``) use them too.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from t2a_common.core.config import fields, from_dict, to_dict
 from t2a_perception.core.model import TrackDiT, TrackModelConfig, TrackStats
+
+C = TypeVar("C")
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -29,23 +36,17 @@ _MAX_LISTED = 8
 
 def save_checkpoint(model: TrackDiT, directory: str | Path) -> Path:
     """Write ``model`` (config, stats, weights) into ``directory``, creating it if needed."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_json(directory / CONFIG_NAME, to_dict(model.config))
-    _write_json(directory / STATS_NAME, to_dict(model.stats))
-    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    return directory
+    return save_model_files(directory, model.config, model.stats, model.state_dict())
 
 
 def load_config(directory: str | Path) -> TrackModelConfig:
     """The validated :class:`TrackModelConfig` of a checkpoint directory."""
-    return _load_dataclass(Path(directory), CONFIG_NAME, TrackModelConfig)
+    return load_dataclass(directory, CONFIG_NAME, TrackModelConfig)
 
 
 def load_stats(directory: str | Path) -> TrackStats:
     """The validated :class:`TrackStats` of a checkpoint directory."""
-    return _load_dataclass(Path(directory), STATS_NAME, TrackStats)
+    return load_dataclass(directory, STATS_NAME, TrackStats)
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> TrackDiT:
@@ -56,18 +57,46 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         ValueError: a file is malformed, the config has unknown or missing keys or bad values,
             or the weights do not fit the architecture the config describes.
     """
-    directory = Path(directory)
-    config = load_config(directory)
-    stats = load_stats(directory)
-    model = TrackDiT(config, stats)
-    state = load_file(str(_require(directory, WEIGHTS_NAME)))
-    _check_state(model, state, directory / WEIGHTS_NAME)
-    model.load_state_dict(state, strict=True)
+    model = TrackDiT(load_config(directory), load_stats(directory))
+    depth, hidden, heads = model.config.arch
+    load_weights(
+        model,
+        directory,
+        f"model_size={model.config.model_size!r}, depth={depth}, hidden_size={hidden}, "
+        f"num_heads={heads}, encoder_width={model.config.encoder_width}, "
+        f"horizon={model.config.horizon}",
+    )
     return model.to(device).eval()
 
 
-def _load_dataclass(directory: Path, filename: str, cls: type) -> Any:
-    path = _require(directory, filename)
+# -------------------------------------------------------------------------------------------
+# The checkpoint format, for any model with a config and a stats dataclass
+# -------------------------------------------------------------------------------------------
+
+
+def save_model_files(
+    directory: str | Path, config: Any, stats: Any, state_dict: dict[str, torch.Tensor]
+) -> Path:
+    """Write ``config`` and ``stats`` (config dataclasses, flattened to JSON) and ``state_dict``
+    (safetensors) into ``directory``, creating it if needed; returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_json(directory / CONFIG_NAME, to_dict(config))
+    _write_json(directory / STATS_NAME, to_dict(stats))
+    state = {name: t.detach().cpu().contiguous() for name, t in state_dict.items()}
+    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    return directory
+
+
+def load_dataclass(directory: str | Path, filename: str, cls: type[C]) -> C:
+    """The validated ``cls`` stored as ``directory/filename``.
+
+    Raises:
+        FileNotFoundError: the file is missing (the message lists a checkpoint's files).
+        ValueError: not a JSON object, unknown or missing keys (every field must be present), or
+            a value ``cls`` rejects; the message names the file.
+    """
+    path = _require(Path(directory), filename)
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -88,7 +117,29 @@ def _load_dataclass(directory: Path, filename: str, cls: type) -> Any:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def _check_state(model: TrackDiT, state: dict[str, torch.Tensor], path: Path) -> None:
+def load_weights(model: nn.Module, directory: str | Path, architecture: str) -> None:
+    """Load ``directory/model.safetensors`` into ``model`` (strictly).
+
+    ``architecture`` describes the model's config (``"depth=6, hidden_size=192"``) for the
+    error when the weights do not fit it.
+
+    Raises:
+        FileNotFoundError: the weights file is missing.
+        ValueError: the file is not readable safetensors, or it has missing, unexpected or
+            differently shaped tensors (listed, with ``architecture``).
+    """
+    path = _require(Path(directory), WEIGHTS_NAME)
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
+    _check_state(model, state, path, architecture)
+    model.load_state_dict(state, strict=True)
+
+
+def _check_state(
+    model: nn.Module, state: dict[str, torch.Tensor], path: Path, architecture: str
+) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -105,11 +156,8 @@ def _check_state(model: TrackDiT, state: dict[str, torch.Tensor], path: Path) ->
     if mismatched:
         problems.append(f"shape mismatch {_listed(mismatched)}")
     if problems:
-        depth, hidden, heads = model.config.arch
         raise ValueError(
-            f"{path} does not fit the architecture in {CONFIG_NAME} (model_size="
-            f"{model.config.model_size!r}, depth={depth}, hidden_size={hidden}, num_heads={heads}, "
-            f"encoder_width={model.config.encoder_width}, horizon={model.config.horizon}): "
+            f"{path} does not fit the architecture in {CONFIG_NAME} ({architecture}): "
             + "; ".join(problems)
         )
 
@@ -131,4 +179,4 @@ def _require(directory: Path, filename: str) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    path.write_text(json.dumps(data, indent=2) + "\n")
