@@ -43,7 +43,7 @@ def latency(pred: TrackPredictor, repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def accuracy(checkpoint: Path, data: list[str], max_episodes: int) -> dict | None:
+def accuracy(checkpoint: Path, data: list[str], max_episodes: int, subset: str) -> dict | None:
     from training import eval_tracks as ev
     from training.track_data import TrackDataset, find_sim_episodes, load_sim_clips, select_episodes
 
@@ -55,7 +55,7 @@ def accuracy(checkpoint: Path, data: list[str], max_episodes: int) -> dict | Non
         return None
     trained = ev.trained_splits(checkpoint, train_config)
     clips = ev.cap_per_split(
-        load_sim_clips(select_episodes(refs, "val", cfg, trained), cfg), max_episodes
+        load_sim_clips(select_episodes(refs, subset, cfg, trained), cfg), max_episodes
     )
     if not clips:
         return None
@@ -84,7 +84,10 @@ def main() -> int:
     p.add_argument("--checkpoint", default="", help="model directory ('' = the shipped default)")
     p.add_argument("--data", nargs="*", default=[str(ROOT / "data" / "sim")],
                    help="t2a_sim dataset(s) for ADE; skipped when absent")  # fmt: skip
-    p.add_argument("--max-episodes", type=int, default=24, help="held-out episodes per split")
+    p.add_argument("--max-episodes", type=int, default=40, help="episodes per split (cap)")
+    p.add_argument("--episodes", choices=("heldout", "all"), default="heldout",
+                   help="heldout: the validation seeds of the training data; all: every "
+                   "episode (for a dataset generated with new seeds)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=6, help="timed predictions per sampler")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = p.parse_args()
@@ -94,7 +97,8 @@ def main() -> int:
     n_params = sum(t.numel() for t in pred.model.parameters())
     lat = latency(pred, args.repeats)
     data = [d for d in args.data if Path(d).exists()]
-    acc = accuracy(ckpt, data, args.max_episodes) if data else None
+    subset = "val" if args.episodes == "heldout" else "all"
+    acc = accuracy(ckpt, data, args.max_episodes, subset) if data else None
 
     rows = []
     for name, steps in SAMPLERS:
@@ -107,7 +111,7 @@ def main() -> int:
     print_table(
         f"Track prediction, {ckpt.name}: {n_params / 1e6:.2f} M parameters, 640x480 input, "
         f"400 points, H=8, K=1, CPU {torch.get_num_threads()} threads"
-        + (f"; ADE on {acc['episodes']} held-out MG+G episodes" if acc else "; no data for ADE"),
+        + (f"; ADE on {acc['episodes']} MG+G episodes ({args.episodes})" if acc else "; no ADE"),
         ["sampler", "mean ms", "p50 ms", "max ms", "ADE px @256"],
         rows,
     )
