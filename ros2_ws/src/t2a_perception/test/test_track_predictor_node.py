@@ -83,7 +83,9 @@ def _call(node, client, request, camera=None, timeout=30.0):
 
 
 def test_goals_over_dds(checkpoint, tmp_path):
-    with ChildProcess(_node_args(checkpoint)) as proc, ros_context() as ctx:
+    # P0 only in the left half of the image (the optional mask), 64-point grid -> 32 points.
+    args = _node_args(checkpoint, "roi_px:=[0, 0, 319, 479]")
+    with ChildProcess(args) as proc, ros_context() as ctx:
         node = rclpy.create_node("perception_probe", context=ctx)
         cam = FakeCamera(node)
         got: dict = {}
@@ -115,8 +117,10 @@ def test_goals_over_dds(checkpoint, tmp_path):
         assert res.success, res.message
         assert spin_until(node, lambda: len(got) == 3 and got["t"].goal_id == res.goal_id, 10.0)
         tracks = ros_conv.msg_to_point_tracks(got["t"])
-        assert (tracks.num_points, tracks.horizon) == (64, TINY.horizon)
-        p0 = sample_query_points(H, W, 64, "grid")
+        assert (tracks.num_points, tracks.horizon) == (32, TINY.horizon)
+        left_half = np.zeros((H, W), bool)
+        left_half[:, :320] = True
+        p0 = sample_query_points(H, W, 64, "grid", left_half)
         np.testing.assert_array_equal(tracks.tracks_px[0], p0)  # P0 is exactly the query points
         rows, cols = np.round(p0[:, 1]).astype(int), np.round(p0[:, 0]).astype(int)
         expected = cam.depth_mm[rows, cols] / 1000.0

@@ -55,6 +55,9 @@ class TrackPredictorConfig:
     info_topic: str = param("/camera/camera/color/camera_info", "colour camera_info")
     num_points: int = param(400, "query points P0 per goal (grid mode: a square number)")
     point_mode: str = param("grid", "how P0 is placed: grid | random")
+    roi_px: tuple[int, ...] = param(
+        (), "optional mask for P0: u_min v_min u_max v_max (px, inclusive); () = whole image"
+    )
     sampler: str = param("ddim", "ddim (fast, deterministic) | ddpm (all diffusion steps)")
     sampler_steps: int = param(10, "DDIM steps")
     num_samples: int = param(4, "hypotheses K drawn per goal; their spread gives confidence")
@@ -79,6 +82,14 @@ class TrackPredictorConfig:
             self.max_frame_age_s > 0, f"max_frame_age_s must be > 0 s, got {self.max_frame_age_s}"
         )
         check(self.torch_threads >= 0, f"torch_threads must be >= 0, got {self.torch_threads}")
+        check(
+            len(self.roi_px) in (0, 4)
+            and (
+                not self.roi_px
+                or (self.roi_px[0] <= self.roi_px[2] and self.roi_px[1] <= self.roi_px[3])
+            ),
+            f"roi_px must be () or u_min v_min u_max v_max with min <= max, got {self.roi_px}",
+        )
         check(self.overlay_stride >= 1, f"overlay_stride must be >= 1, got {self.overlay_stride}")
 
 
@@ -210,7 +221,7 @@ class TrackPredictorNode(Node):
         num_points = int(req.num_points) or cfg.num_points
         seed = int(req.seed) if req.seed >= 0 else None
         try:
-            points = sample_query_points(h, w, num_points, cfg.point_mode, seed=seed)
+            points = sample_query_points(h, w, num_points, cfg.point_mode, self._mask(h, w), seed)
             t0 = time.perf_counter()
             pred = self.predictor.predict(
                 image0, goal, points, cfg.num_samples, cfg.sampler, cfg.sampler_steps, seed
@@ -234,6 +245,14 @@ class TrackPredictorNode(Node):
         )
         extra = {"sampler_steps": steps, "num_samples": cfg.num_samples, "inference_time_s": dt}
         return tracks, extra, image0
+
+    def _mask(self, h: int, w: int) -> np.ndarray | None:
+        if not self.cfg.roi_px:
+            return None
+        u0, v0, u1, v1 = self.cfg.roi_px
+        mask = np.zeros((h, w), bool)
+        mask[max(v0, 0) : v1 + 1, max(u0, 0) : u1 + 1] = True
+        return mask
 
 
 class GoalRejected(Exception):
