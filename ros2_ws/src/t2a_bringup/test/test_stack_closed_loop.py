@@ -19,16 +19,16 @@ from t2a_perception.core.frames import depth_at_points
 
 pytestmark = pytest.mark.sim
 LATCHED = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-EPISODE = EpisodeConfig(task="drawer_open", split="MG", seed=0, width=320, height=240)
+EPISODE = EpisodeConfig(task="cabinet_close", split="MG", seed=0, width=320, height=240)
 
 
 def _node(module: str, *params: str) -> list[str]:
     return ["-m", module, "--ros-args", *[a for p in params for a in ("-p", p)]]
 
 
-def test_sim_planner_controller_complete_the_drawer_over_dds():
+def test_sim_planner_controller_close_the_cabinet_over_dds():
     ref = expert_reference(EPISODE)
-    sim = _node("t2a_sim.nodes.sim_node", "task:=drawer_open", "split:=MG", "seed:=0",
+    sim = _node("t2a_sim.nodes.sim_node", "task:=cabinet_close", "split:=MG", "seed:=0",
                 "sim.width:=320", "sim.height:=240", "camera_rate_hz:=10.0")  # fmt: skip
     # Planner and controller run on the sim's /clock: on a loaded CI machine the sim may run
     # slower than real time, and the 5 Hz loop must tick in sim time to stay in step with it.
@@ -62,7 +62,7 @@ def test_sim_planner_controller_complete_the_drawer_over_dds():
         # so the planner pairs them with that depth image, as it does with the perception node.
         tracks = PointTrackSet(
             ref.tracks_px, depth_at_points(ref.depth0, ref.tracks_px[0]), ref.intrinsics,
-            goal_id="gt-drawer", stamp_s=ros_conv.stamp_to_sec(got["depth"].header.stamp),
+            goal_id="gt-cabinet", stamp_s=ros_conv.stamp_to_sec(got["depth"].header.stamp),
         )  # fmt: skip
         pub.publish(ros_conv.point_tracks_to_msg(tracks))
         assert spin_until(node, lambda: "plan" in got, 30.0), logs()
