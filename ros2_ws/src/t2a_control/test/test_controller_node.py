@@ -64,11 +64,13 @@ def test_watchdog_holds_within_two_ticks_of_a_stale_camera_and_resumes():
         ), f"{got['status'].state_name}: {got['status'].message}\n{logs()}"
 
         camera_on[0] = False
-        stopped = time.monotonic()
+        stopped = time.time()  # the node's clock is the system clock (no use_sim_time)
         assert spin_until(node, lambda: got["status"].state_name == "hold", 5.0), logs()
-        held_after = time.monotonic() - stopped
-        # stale = older than 2 ticks (0.4 s); the hold is published on the tick after that.
-        assert held_after < 0.4 + 0.2 + 0.15, f"hold came {held_after:.2f} s after the last frame"
+        held_after = ros_conv.stamp_to_sec(got["status"].header.stamp) - stopped
+        # Stale = older than 2 ticks (0.4 s), so the hold is due on the next tick (<= 0.6 s); the
+        # exact tick is unit-tested (test_watchdog.py). Here 0.4 s more is allowed for the last
+        # frame's own delivery when parallel tests load both cores.
+        assert held_after < 0.4 + 0.2 + 0.4, f"hold came {held_after:.2f} s after the last frame"
         assert "image" in got["status"].message
         q_hold = ros_conv.joint_positions(got["joints"], spot_arm.ARM_JOINT_NAMES)
         spin_until(node, lambda: False, 1.0)
