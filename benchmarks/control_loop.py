@@ -157,6 +157,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     results = {mode: run_mode(mode, args.rate, args.ticks) for mode in ("open_loop", "residual")}
+    n_params = sum(t.numel() for t in ResidualPolicy(PolicyConfig(), PolicyStats()).parameters())
+    print(f"residual policy: default PolicyConfig, {n_params / 1e6:.2f} M parameters")
 
     print_table(
         f"Tick timer at {args.rate:g} Hz ({args.ticks} ticks per mode; jitter = |period - "
