@@ -106,7 +106,9 @@ fi
 
 # --------------------------------------------------------------------------- 5. t2a packages
 PKGS=(t2a_common t2a_control t2a_perception t2a_planning t2a_sim t2a_bringup)
-pkgs_hash=$(cd ros2_ws/src && cat $(printf '%s/setup.py %s/package.xml ' "${PKGS[@]}") | sha256sum | cut -c1-16)
+# Every package's setup.py (console scripts) and package.xml: a change reinstalls them all.
+pkgs_hash=$(cd ros2_ws/src && for p in "${PKGS[@]}"; do cat "$p/setup.py" "$p/package.xml"; done |
+  sha256sum | cut -c1-16)
 if [ "$(cat "$STAMPS/pkgs" 2>/dev/null)" != "$pkgs_hash" ]; then
   say "pip: installing ${PKGS[*]} (editable)"
   mkdir -p "$ROOT/build"
@@ -123,7 +125,7 @@ fi
 for p in "${PKGS[@]}"; do
   mkdir -p "$VENV/share/ament_index/resource_index/packages" "$VENV/share/$p"
   touch "$VENV/share/ament_index/resource_index/packages/$p"
-  for item in package.xml config launch models; do
+  for item in package.xml config launch models rviz; do
     [ -e "ros2_ws/src/$p/$item" ] && ln -sfn "$ROOT/ros2_ws/src/$p/$item" "$VENV/share/$p/$item"
   done
 done

@@ -160,7 +160,7 @@ def test_holes_in_the_depth_image_are_reported(scene):
         holey.tracks_px, holey.intrinsics, holey.T_body_cam, holey.T_body_tool, depth=holey.depth
     )
     assert plan.ok, plan.message
-    assert re.search(r"points without depth: .*hole: \d+", plan.message)
+    assert re.search(r"points dropped: .*hole: \d+", plan.message)
 
 
 def test_nan_depth_everywhere_is_bad_input(scene):
@@ -257,3 +257,33 @@ def test_yaml_matches_the_config_and_states_units():
 def test_plan_failure_constructor():
     plan = Plan.failure(Status.FIT_FAILED, "nope")
     assert not plan.ok and plan.message == "nope" and plan.confidence == 0.0
+
+
+def test_points_beyond_the_arms_reach_are_dropped(scene):
+    """Spurious motion far away (a predicted track on the back wall) is not the object."""
+    with_far = plan_from_tracks(
+        scene.tracks_px,
+        scene.intrinsics,
+        scene.T_body_cam,
+        scene.T_body_tool,
+        PlannerConfig(reach_radius_m=0.05),  # nothing in the synthetic scene is this close
+        depth=scene.depth,
+    )
+    assert not with_far.ok
+    assert re.search(r"out of reach: \d+", with_far.message), with_far.message
+    kept = plan_from_tracks(
+        scene.tracks_px,
+        scene.intrinsics,
+        scene.T_body_cam,
+        scene.T_body_tool,
+        PlannerConfig(reach_radius_m=0.0),  # off
+        depth=scene.depth,
+    )
+    assert kept.ok and "out of reach" not in kept.message
+
+
+def test_reach_settings_are_validated():
+    with pytest.raises(ValueError, match="reach_radius_m"):
+        PlannerConfig(reach_radius_m=-1.0)
+    with pytest.raises(ValueError, match="reach_center_m"):
+        PlannerConfig(reach_center_m=(0.0, 0.0))

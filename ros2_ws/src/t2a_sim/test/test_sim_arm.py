@@ -131,3 +131,24 @@ def test_gripper_closes_to_shut_on_nothing(env):
     env.advance(0.5)
     assert abs(env.joint_positions()[6]) < 0.02
     assert not env.grasped()
+
+
+def test_realtime_clock_drops_a_backlog_instead_of_racing_ahead():
+    """After a stall (a slow render, a loaded CPU) the sim skips the lost time and then keeps
+    pace with the wall clock again; it must never run faster than ``rate`` afterwards."""
+    from t2a_sim.core.env import RealtimeClock
+
+    env = SimEnv(SimConfig(width=64, height=48))
+    env.reset("drawer_open", "MG", 0)
+    try:
+        rt = RealtimeClock(env, rate=1.0, max_lag=0.1)
+        rt.sync(100.0)  # starts the clock
+        rt.sync(100.05)
+        assert env.time == pytest.approx(0.05, abs=0.003)
+        rt.sync(102.05)  # stalled for 2 s: catch up only max_lag
+        assert env.time == pytest.approx(0.15, abs=0.003)
+        for k in range(1, 11):  # then 10 x 20 ms of wall time: 20 ms of sim each
+            rt.sync(102.05 + 0.02 * k)
+        assert env.time == pytest.approx(0.35, abs=0.003)
+    finally:
+        env.close()

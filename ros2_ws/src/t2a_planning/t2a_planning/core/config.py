@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from t2a_common.core.config import check, param
 
@@ -31,6 +32,15 @@ class PlannerConfig:
         3.0, "a point moves when its track leaves P0 by more than this at some step (px)"
     )
     min_moving_points: int = param(6, "fewest moving points with depth the fit accepts (points)")
+    reach_center_m: tuple[float, ...] = param(
+        (0.292, 0.0, 0.188), "body-frame centre of the arm's reach: Spot's arm_sh0 origin (m)"
+    )
+    reach_radius_m: float = param(
+        1.3,
+        "points lifted farther than this from reach_center_m cannot lie on a part the arm moves "
+        "(arm reach 0.94 m plus the part's extent) and are dropped before the fit, so spurious "
+        "background motion in predicted tracks cannot become the object (m; 0 = keep all)",
+    )
     ransac_samples: int = param(24, "3-point pose hypotheses drawn per step (count)")
     ransac_score_points: int = param(
         48, "moving points used to score hypotheses before the full refinement (points)"
@@ -82,6 +92,11 @@ class PlannerConfig:
     grasp_duration_s: float = param(1.0, "time at the grasp pose to close the gripper (s)")
 
     def __post_init__(self) -> None:
+        check(
+            len(self.reach_center_m) == 3 and all(math.isfinite(v) for v in self.reach_center_m),
+            f"reach_center_m must be 3 finite numbers (m), got {self.reach_center_m}",
+        )
+        check(self.reach_radius_m >= 0, f"reach_radius_m must be >= 0 m, got {self.reach_radius_m}")
         check(
             self.depth_window_px >= 0, f"depth_window_px must be >= 0, got {self.depth_window_px}"
         )

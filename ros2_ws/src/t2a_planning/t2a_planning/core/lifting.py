@@ -18,6 +18,7 @@ class DepthFlag(enum.IntEnum):
     OUTSIDE_IMAGE = 1  # pixel not finite or outside the depth image
     HOLE = 2  # too few valid depth pixels in the window (NaN, zero, out of range)
     EDGE = 3  # the window straddles a depth discontinuity
+    OUT_OF_REACH = 4  # lifted farther from the arm than anything it can move (planner reach)
 
 
 @dataclasses.dataclass(frozen=True)

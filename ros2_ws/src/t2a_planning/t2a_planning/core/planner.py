@@ -7,11 +7,35 @@ import dataclasses
 import numpy as np
 
 from t2a_common.core.geometry import Intrinsics
+from t2a_planning.core import se3
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan, Reachable, build_ee_plan
-from t2a_planning.core.lifting import DepthFlag, lift_points, lift_with_point_depths
+from t2a_planning.core.lifting import (
+    DepthFlag,
+    LiftedPoints,
+    lift_points,
+    lift_with_point_depths,
+)
 from t2a_planning.core.rigid import estimate_object_motion
 from t2a_planning.core.status import Status
+
+
+def drop_out_of_reach(
+    lifted: LiftedPoints, T_body_cam: np.ndarray, config: PlannerConfig
+) -> LiftedPoints:
+    """``lifted`` with points beyond ``config.reach_radius_m`` of the arm marked OUT_OF_REACH."""
+    if config.reach_radius_m <= 0:
+        return lifted
+    T = np.asarray(T_body_cam, dtype=float)
+    p_body = lifted.points_cam @ T[:3, :3].T + T[:3, 3]  # (N, 3), NaN where not lifted
+    dist = np.linalg.norm(p_body - np.asarray(config.reach_center_m), axis=1)  # (N,)
+    far = lifted.valid & (dist > config.reach_radius_m)
+    if not np.any(far):
+        return lifted
+    flags = np.where(far, DepthFlag.OUT_OF_REACH, lifted.flags).astype(lifted.flags.dtype)
+    points = np.where(far[:, None], np.nan, lifted.points_cam)
+    depth = np.where(far, np.nan, lifted.depth_m)
+    return LiftedPoints(points, depth, lifted.valid & ~far, flags)
 
 
 def plan_from_tracks(
@@ -42,6 +66,9 @@ def plan_from_tracks(
             Status.BAD_INPUT, f"tracks have shape {tracks.shape}, expected (H+1, N, 2) with H >= 1"
         )
     n = tracks.shape[1]
+    for name, T in (("T_body_cam", T_body_cam), ("T_body_tool", T_body_tool)):
+        if not se3.is_rigid(T):  # before the reach test, which needs T_body_cam
+            return Plan.failure(Status.BAD_INPUT, f"{name} is not a rigid 4x4 transform: {T}")
     if depth is not None:
         depth = np.asarray(depth)
         expected = (intrinsics.height, intrinsics.width)
@@ -63,6 +90,7 @@ def plan_from_tracks(
     else:
         return Plan.failure(Status.BAD_INPUT, "no depth: pass a depth image or point depths")
 
+    lifted = drop_out_of_reach(lifted, T_body_cam, config)
     fit = estimate_object_motion(lifted.points_cam, lifted.valid, tracks, intrinsics.K, config)
     plan = build_ee_plan(
         fit,
@@ -81,5 +109,5 @@ def plan_from_tracks(
     }
     if rejected:
         detail = ", ".join(f"{k}: {v}" for k, v in rejected.items())
-        plan = dataclasses.replace(plan, message=f"{plan.message} (points without depth: {detail})")
+        plan = dataclasses.replace(plan, message=f"{plan.message} (points dropped: {detail})")
     return plan

@@ -376,7 +376,7 @@ class RealtimeClock:
             self._wall0, self._sim0 = wall_now, self.env.time
             return 0
         target = self._sim0 + (wall_now - self._wall0) * self.rate
-        if target - self.env.time > self.max_lag:  # fell behind: drop the backlog
-            self._sim0 += target - self.env.time - self.max_lag
+        if target - self.env.time > self.max_lag:  # fell behind: drop the backlog for good
+            self._sim0 -= target - self.env.time - self.max_lag
             target = self.env.time + self.max_lag
         return self.env.advance_to(target)
