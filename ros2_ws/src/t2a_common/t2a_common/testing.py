@@ -61,6 +61,7 @@ class ChildProcess:
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env.setdefault("PYTHONUNBUFFERED", "1")
+        self._output: str | None = None  # kept by the first stop(), so a second one is safe
         self.proc = subprocess.Popen(
             [sys.executable, *args],
             stdout=subprocess.PIPE,
@@ -73,7 +74,10 @@ class ChildProcess:
         return self.proc.poll() is None
 
     def stop(self, timeout: float = 10.0) -> str:
-        """SIGINT (like Ctrl-C), then kill if needed; returns everything the child printed."""
+        """SIGINT (like Ctrl-C), then kill if needed; returns everything the child printed
+        (also on later calls, e.g. a failure message and then the ``with`` block's exit)."""
+        if self._output is not None:
+            return self._output
         if self.alive():
             self.proc.send_signal(2)
             try:
@@ -82,7 +86,8 @@ class ChildProcess:
                 self.proc.kill()
                 self.proc.wait()
         out, _ = self.proc.communicate()
-        return out or ""
+        self._output = out or ""
+        return self._output
 
     def __enter__(self) -> ChildProcess:
         return self

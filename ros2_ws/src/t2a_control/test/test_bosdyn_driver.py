@@ -95,6 +95,16 @@ def test_connects_and_reports_the_arm(server: FakeSpotServer, driver: BosdynArmD
     assert server.robot.calls["TimeSyncUpdate"] >= 3
 
 
+def test_state_arrival_is_stamped_with_the_callers_clock(server: FakeSpotServer) -> None:
+    # The control node passes its ROS clock (sim time under use_sim_time) for its watchdog.
+    sim_time = [100.0]
+    with BosdynArmDriver(config(server), clock=lambda: sim_time[0]) as driver:
+        assert driver.received_s == 100.0
+        sim_time[0] = 100.5
+        assert wait_for(lambda: driver.received_s == 100.5)  # the poller keeps stamping
+        assert abs(driver.joint_positions()[2] - time.time()) < 1.0  # robot stamps: wall time
+
+
 def test_wrong_password_fails_construction(server: FakeSpotServer) -> None:
     with pytest.raises(BosdynDriverError, match="refused the login"):
         BosdynArmDriver(config(server, password="nope"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from t2a_common.core.config import fields, load_yaml
+from t2a_common.core.config import fields, from_dict, ros_params_section
 from t2a_common.core.types import PLAN_NO_MOTION, PLAN_OK, EEPlan
 from t2a_control.core.controller import (
     ACTIVE_STATES,
@@ -426,18 +426,15 @@ def test_state_names_and_codes_match_control_status_msg():
     )
 
 
-def test_controller_yaml_lists_every_parameter_with_its_default():
-    path = PACKAGE / "config" / "controller.yaml"
-    assert load_yaml(ControllerConfig, path, "residual_controller") == ControllerConfig()
+def test_controller_yaml_lists_every_loop_parameter_with_its_default():
+    # The node's own parameters in the same file are checked in test_controller_node.py (rclpy).
     import yaml
 
-    section = yaml.safe_load(path.read_text())["residual_controller"]["ros__parameters"]
-
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k]
-
-    assert sorted(flat(section)) == sorted(f.name for f in fields(ControllerConfig))
+    path = PACKAGE / "config" / "controller.yaml"
+    section = ros_params_section(yaml.safe_load(path.read_text()), "/t2a/residual_controller")
+    loop = {k.removeprefix("control."): v for k, v in section.items() if k.startswith("control.")}
+    assert sorted(loop) == sorted(f.name for f in fields(ControllerConfig))
+    assert from_dict(ControllerConfig, loop) == ControllerConfig()
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
 """The arm driver interface the controller talks to, and a kinematic fake of it.
 
 Backends (spot_ros2 topics and Trigger services, a direct bosdyn-client connection, t2a_sim)
-implement :class:`ArmDriver`. :class:`FakeArmDriver` is a real implementation of the same
-protocol without a robot: joints move towards their targets at ``MAX_JOINT_SPEED``, the gripper
-at a fixed rate, and it refuses what a real driver would refuse. Tests use it instead of mocks.
+implement :class:`ArmDriver`; the two the control node runs on (its ``driver`` parameter:
+``spot_ros2``, ``bosdyn``) also implement :class:`LiveArmDriver`. :class:`FakeArmDriver` is a
+real implementation of the protocol without a robot: joints move towards their targets at
+``MAX_JOINT_SPEED``, the gripper at a fixed rate, and it refuses what a real driver would refuse.
+Tests use it instead of mocks.
 
 Gripper state is an *opening* in [0, 1] (0 = closed, 1 = fully open); spot_ros2 reports the
 finger joint ``arm_f1x`` in rad (0 closed, -1.57 open), see :func:`gripper_opening`.
@@ -65,6 +67,31 @@ class ArmDriver(Protocol):
 
     def stow(self) -> tuple[bool, str]:
         """Fold the arm back onto the body."""
+        ...
+
+
+@runtime_checkable
+class LiveArmDriver(ArmDriver, Protocol):
+    """An :class:`ArmDriver` connected to a robot (or t2a_sim) that receives its state in the
+    background: what the control node needs besides the protocol. Both backends implement it.
+
+    ``received_s`` is when the latest robot state arrived (NaN before the first), in the clock
+    the driver was given (the node passes its ROS clock, so the watchdog compares like with
+    like, also under ``use_sim_time``).
+    """
+
+    received_s: float
+
+    def has_state(self) -> bool:
+        """Whether a robot state has arrived (``joint_positions`` raises before)."""
+        ...
+
+    def call_async(self, name: str) -> object:
+        """Start a spot_ros2 Trigger-named call (``open_gripper``, ...) without waiting."""
+        ...
+
+    def close(self) -> None:
+        """Release what the driver holds (lease, estop, connections); idempotent."""
         ...
 
 

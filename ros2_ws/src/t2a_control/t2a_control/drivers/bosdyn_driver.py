@@ -167,13 +167,19 @@ class _Segment:
 class BosdynArmDriver:
     """The :class:`t2a_control.core.driver.ArmDriver` protocol on a Spot, through bosdyn-client.
 
-    Besides the protocol it offers what the control node uses of :class:`SpotRos2Driver`:
-    :meth:`has_state`, ``received_s`` (monotonic time of the last robot state) and
-    :meth:`call_async`. Use as a context manager or call :meth:`close`.
+    It is also a :class:`t2a_control.core.driver.LiveArmDriver`, as the control node needs:
+    :meth:`has_state`, :meth:`call_async` and ``received_s``, the time the last robot state
+    arrived in ``clock`` seconds (``time.monotonic`` unless given; the control node passes its
+    ROS clock so its watchdog compares times of one clock). Trajectory reference times do not
+    use ``clock``: they are this machine's wall time, which the SDK's time sync converts to the
+    robot's. Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, config: BosdynDriverConfig) -> None:
+    def __init__(
+        self, config: BosdynDriverConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.cfg = config
+        self._clock = clock
         self.received_s = float("nan")
         self._state: _ArmState | None = None
         self._state_error = "not polled yet"
@@ -306,7 +312,7 @@ class BosdynArmDriver:
             self._state_error = str(exc)
             return False
         self._state, self._state_error = parsed, ""
-        self.received_s = time.monotonic()
+        self.received_s = self._clock()
         return True
 
     def _parse_state(self, state: robot_state_pb2.RobotState) -> _ArmState:

@@ -25,7 +25,11 @@ TRIGGERS = ("claim", "power_on", "stand", "arm_unstow", "arm_stow", "open_grippe
 
 
 class SpotRos2Driver:
-    """The :class:`t2a_control.core.driver.ArmDriver` protocol on ``/<spot_name>/...``."""
+    """The :class:`t2a_control.core.driver.LiveArmDriver` protocol on ``/<spot_name>/...``.
+
+    ``received_s`` is the node's clock (ROS time; sim time under ``use_sim_time``) when the
+    last ``joint_states`` arrived.
+    """
 
     def __init__(self, node: Node, spot_name: str = "spot", call_timeout_s: float = 5.0) -> None:
         self.node = node
@@ -63,6 +67,9 @@ class SpotRos2Driver:
 
     def has_state(self) -> bool:
         return self._state is not None
+
+    def close(self) -> None:
+        """Nothing to release: the publisher and clients go with the node."""
 
     def send_joint_targets(self, q: np.ndarray) -> None:
         self._pub.publish(ros_conv.joint_state_msg(ARM_JOINT_NAMES, q))

@@ -3,14 +3,22 @@
 Every tick: latest joint states, colour image and plan -> ``Controller.tick`` (policy correction,
 safety filter, IK, watchdog, state machine) -> joint goals streamed to the arm driver, gripper
 calls when the wanted state changes, ``ee_goal`` and ``status`` published. ``/t2a/stop`` holds
-the arm and drops the plan. The driver is spot_ros2's interface (t2a_sim serves the same one).
+the arm and drops the plan.
+
+The arm backend is the ``driver`` parameter: ``spot_ros2`` (the default: the spot_ros2 driver's
+topics and Trigger services, which t2a_sim serves too) or ``bosdyn`` (straight to the robot with
+bosdyn-client; connection under ``bosdyn.*``, the password only ever from the environment
+variable that ``bosdyn.password_env`` names).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import numpy as np
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -23,18 +31,63 @@ from t2a_common.core.config import check, nested, param
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
 from t2a_control.core.controller import Command, Controller, ControllerConfig, Observation
+from t2a_control.core.driver import LiveArmDriver
 from t2a_control.drivers.spot_ros2 import SpotRos2Driver
 from t2a_msgs.msg import ControlStatus, Plan, PointTracks
+
+DEFAULT_POLICY = "models/residual_default"  # under the package share directory
+
+DRIVERS = ("spot_ros2", "bosdyn")
+ESTOP_MODES = ("external", "register")  # as bosdyn_driver.ESTOP_MODES, without importing bosdyn
+
+
+@dataclasses.dataclass(frozen=True)
+class BosdynConnectionConfig:
+    """How ``driver: bosdyn`` reaches the robot. Empty values fall back to spot_ros2's
+    environment variables (SPOT_IP, SPOT_PORT, SPOT_CERTIFICATE, BOSDYN_CLIENT_USERNAME)."""
+
+    hostname: str = param("", "robot address; empty = $SPOT_IP")
+    port: int = param(0, "robot's secure gRPC port; 0 = $SPOT_PORT, else 443")
+    cert_path: str = param(
+        "", "robot CA certificate file (glob); empty = $SPOT_CERTIFICATE or the SDK's"
+    )
+    username: str = param("", "robot user; empty = $BOSDYN_CLIENT_USERNAME")
+    password_env: str = param(
+        "BOSDYN_CLIENT_PASSWORD",
+        "NAME of the environment variable that holds the robot password (never the password)",
+    )
+    estop: str = param(
+        "external", "external: another client (tablet) holds the estop | register: hold one here"
+    )
+    take_lease: bool = param(False, "take the lease when another client (tablet) holds it")
+
+    def __post_init__(self) -> None:
+        check(0 <= self.port < 65536, f"bosdyn.port = {self.port}, expected 1..65535 (0 = default)")
+        check(
+            self.estop in ESTOP_MODES,
+            f"bosdyn.estop = {self.estop!r}, expected one of {', '.join(ESTOP_MODES)}",
+        )
+        check(
+            bool(self.password_env) and not any(c.isspace() for c in self.password_env),
+            f"bosdyn.password_env = {self.password_env!r}, expected the name of an environment "
+            "variable (e.g. BOSDYN_CLIENT_PASSWORD), not a password",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class ResidualControllerNodeConfig:
     """Parameters of the control node (the loop's own are under ``control.``)."""
 
-    spot_name: str = param("spot", "namespace of the spot_ros2 driver: /<spot_name>/...")
+    driver: str = param("spot_ros2", "arm backend: spot_ros2 (also t2a_sim) | bosdyn")
+    spot_name: str = param("spot", "driver spot_ros2: namespace of its topics, /<spot_name>/...")
+    bosdyn: BosdynConnectionConfig = nested(BosdynConnectionConfig, "driver bosdyn: connection")
     color_topic: str = param("/camera/camera/color/image_raw", "live colour image I_t")
     body_frame_id: str = param("body", "frame of ee_goal")
-    policy_checkpoint: str = param("", "residual policy directory (modes residual / absolute)")
+    policy_checkpoint: str = param(
+        "",
+        "policy directory (config.json + model.safetensors) for modes residual / absolute; '' = "
+        f"the shipped residual policy (<share>/{DEFAULT_POLICY}; mode residual only)",
+    )
     auto_power_on: bool = param(
         True, "claim the lease and power on (if needed) when the first executable plan arrives"
     )
@@ -42,9 +95,24 @@ class ResidualControllerNodeConfig:
 
     def __post_init__(self) -> None:
         check(
-            self.control.mode == "open_loop" or bool(self.policy_checkpoint),
-            f"mode {self.control.mode!r} needs policy_checkpoint (a trained residual policy)",
+            self.driver in DRIVERS,
+            f"driver = {self.driver!r}, expected one of {', '.join(DRIVERS)}",
         )
+        check(
+            self.control.mode != "absolute" or bool(self.policy_checkpoint),
+            "mode 'absolute' needs policy_checkpoint (a policy trained with --action-mode "
+            "absolute; only a residual policy is shipped)",
+        )
+
+
+def resolve_policy_checkpoint(path: str) -> Path:
+    """The policy directory a ``policy_checkpoint`` parameter names ('' = the shipped default)."""
+    if path:
+        return Path(path).expanduser()
+    try:
+        return Path(get_package_share_directory("t2a_control")) / DEFAULT_POLICY
+    except PackageNotFoundError:
+        return Path(__file__).resolve().parents[2] / DEFAULT_POLICY
 
 
 class ResidualControllerNode(Node):
@@ -60,9 +128,18 @@ class ResidualControllerNode(Node):
             # One thread: on a loaded 2-core CPU a second one made inference ~6x slower (OpenMP
             # barrier waits), and the 5 Hz loop shares the machine with the other nodes.
             torch.set_num_threads(1)
-            policy = PolicyRunner(cfg.policy_checkpoint)
+            path = resolve_policy_checkpoint(cfg.policy_checkpoint)
+            policy = PolicyRunner(path)
+            trained = policy.policy_config.action_mode
+            if trained != cfg.control.mode:
+                raise ValueError(
+                    f"policy {path} predicts {trained} actions but control.mode is "
+                    f"{cfg.control.mode!r}; use a policy trained with --action-mode "
+                    f"{cfg.control.mode}"
+                )
+            self.get_logger().info(f"policy {path} ({trained})")
         self.controller = Controller(cfg.control, policy)
-        self.driver = SpotRos2Driver(self, cfg.spot_name)
+        self.driver = self._make_driver()
         self._image: Image | None = None
         self._image_received = float("nan")
         self._goal_image: np.ndarray | None = None
@@ -71,8 +148,11 @@ class ResidualControllerNode(Node):
         self._gripper_open: bool | None = None
         self._powered = False
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        # The camera has a group of its own: the plan (lease and power-on) and stop callbacks
+        # wait on the driver for seconds, and the watchdog must keep seeing every frame.
+        self.create_subscription(Image, cfg.color_topic, self._on_image, 2,
+                                 callback_group=MutuallyExclusiveCallbackGroup())  # fmt: skip
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, cfg.color_topic, self._on_image, 2, callback_group=inputs)
         self.create_subscription(Plan, "plan", self._on_plan, latched, callback_group=inputs)
         self.create_subscription(PointTracks, "tracks", self._on_tracks, latched,
                                  callback_group=inputs)  # fmt: skip
@@ -84,14 +164,65 @@ class ResidualControllerNode(Node):
             cfg.control.period_s, self._on_tick, callback_group=MutuallyExclusiveCallbackGroup()
         )
         self.ticks = 0
+        arm = f"/{cfg.spot_name}" if cfg.driver == "spot_ros2" else f"bosdyn {self._robot}"
         self.get_logger().info(
-            f"{cfg.control.mode} control at {cfg.control.rate_hz:g} Hz, arm /{cfg.spot_name}"
+            f"{cfg.control.mode} control at {cfg.control.rate_hz:g} Hz, arm {arm}"
         )
+
+    def _make_driver(self) -> LiveArmDriver:
+        """The ``driver`` backend; ValueError (the node does not start) saying what is wrong."""
+        cfg, me = self.cfg, self.get_fully_qualified_name()
+        if cfg.driver == "spot_ros2":
+            return SpotRos2Driver(self, cfg.spot_name)
+        # bosdyn-client is imported only for this backend (the robot image may not have it).
+        from t2a_control.drivers.bosdyn_driver import (
+            BosdynArmDriver,
+            BosdynDriverConfig,
+            BosdynDriverError,
+        )
+
+        b = cfg.bosdyn
+        password = os.environ.get(b.password_env, "")
+        if not password:
+            raise ValueError(
+                f"node {me}: driver bosdyn needs the robot password in the environment variable "
+                f"{b.password_env!r} (named by parameter bosdyn.password_env), which is not set"
+            )
+        given = {"hostname": b.hostname, "port": b.port, "cert_path": b.cert_path,
+                 "username": b.username}  # fmt: skip
+        period = cfg.control.period_s
+        try:
+            driver_cfg = BosdynDriverConfig.from_env(
+                **{k: v for k, v in given.items() if v},
+                password=password,
+                estop=b.estop,
+                take_lease=b.take_lease,
+                control_period_s=period,  # a streamed target is reached one tick later
+                lead_s=min(BosdynDriverConfig.lead_s, 0.25 * period),
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"node {me}: driver bosdyn: {exc} (parameters bosdyn.hostname, bosdyn.port, "
+                "bosdyn.cert_path and bosdyn.username take precedence over those variables)"
+            ) from exc
+        self._robot = f"{driver_cfg.hostname}:{driver_cfg.port}"
+        try:
+            return BosdynArmDriver(driver_cfg, clock=self._now)
+        except BosdynDriverError as exc:
+            raise ValueError(f"node {me}: driver bosdyn: {exc}") from exc
+
+    def destroy_node(self) -> None:
+        """Release the driver (the bosdyn backend returns the lease) before the node goes."""
+        driver = getattr(self, "driver", None)
+        if driver is not None:
+            driver.close()
+        super().destroy_node()
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
         """Node-clock seconds: wall time, or the simulator's /clock with use_sim_time:=true, so
-        plan timing and staleness follow the sim even when it runs slower than real time."""
+        plan timing and staleness follow the sim even when it runs slower than real time. The
+        drivers stamp ``received_s`` with this clock too."""
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_image(self, msg: Image) -> None:
@@ -166,7 +297,9 @@ class ResidualControllerNode(Node):
         )
         cmd = self.controller.tick(obs)
         if cmd.send_joints:
-            self.driver.send_joint_targets(cmd.q_target)
+            result = self.driver.send_joint_targets(cmd.q_target)
+            if isinstance(result, tuple) and not result[0]:  # bosdyn says why it sent nothing
+                self.get_logger().error(result[1], throttle_duration_sec=2.0)
             goal = PoseStamped(pose=ros_conv.matrix_to_pose_msg(cmd.ee_goal))
             goal.header.stamp = self.get_clock().now().to_msg()
             goal.header.frame_id = self.cfg.body_frame_id
