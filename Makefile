@@ -4,15 +4,20 @@ VENV  ?= .venv
 ENV   := source scripts/env.sh &&
 # Parallel pytest workers (each gets its own ROS_DOMAIN_ID, see conftest.py).
 JOBS  ?= 2
+# Extra t2a-demo flags, e.g. make demo DEMO_ARGS="--task drawer_open --split G --seed 1001"
+DEMO_ARGS ?=
 PYTEST := bash scripts/pytest.sh -n $(JOBS)
 
-.PHONY: help setup test lint format test-unit test-ros test-sim test-slow bench lock clean
+.PHONY: help setup demo test lint format test-unit test-ros test-sim test-slow bench eval lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 setup:  ## install apt packages, .venv, ROS 2 wheels, build t2a_msgs, install the packages (idempotent)
 	@bash scripts/setup.sh
+
+demo: setup  ## README main command: the whole stack on t2a_sim for one episode; artifacts in artifacts/demo
+	@$(ENV) t2a-demo $(DEMO_ARGS)
 
 test: setup lint  ## README test command: setup, ruff, and the unit + ros + sim tiers (not slow)
 	@$(PYTEST) -m "not slow"
@@ -34,6 +39,9 @@ test-slow: setup  ## training smoke runs and long evaluations
 
 bench: setup  ## run every benchmark in benchmarks/ (each prints a table)
 	@set -e; for b in benchmarks/[a-z]*.py; do echo "=== $$b"; $(ENV) python $$b; done
+
+eval: setup  ## closed-loop evaluation table (20+ episodes per split and method, both cores; ~1 h)
+	@$(ENV) python training/eval_closed_loop.py --splits MG G CG TG --episodes 20 --workers $(JOBS) --out runs/eval_closed_loop
 
 lock: setup  ## re-pin requirements/lock.txt from the current venv
 	@{ echo "# Full pinned environment (pip freeze of a working venv), used as constraints by scripts/setup.sh."; \

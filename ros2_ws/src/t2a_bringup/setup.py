@@ -13,6 +13,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/config", glob("config/*")),
         ("share/" + PACKAGE + "/launch", glob("launch/*")),
+        ("share/" + PACKAGE + "/rviz", glob("rviz/*")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,
@@ -26,6 +27,9 @@ setup(
             "t2a-sim-goal = t2a_bringup.sim_goal:main",
             "t2a-record = t2a_bringup.bag_record:main",
             "t2a-play = t2a_bringup.bag_play:main",
+            "t2a-stack = t2a_bringup.stack_runner:main",
+            "t2a-eval-bag = t2a_bringup.eval_bag:main",
+            "t2a-demo = t2a_bringup.demo:main",
         ],
     },
 )

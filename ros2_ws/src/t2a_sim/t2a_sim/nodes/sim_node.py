@@ -14,17 +14,19 @@ import threading
 import time
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import Point, PoseStamped
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import ColorRGBA
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
 
 from t2a_common import ros_conv
 from t2a_common.core.config import check, nested, param
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
-from t2a_control.core import spot_arm
+from t2a_control.core import kinematics, spot_arm
 from t2a_msgs.srv import SimEpisodeStatus, SimReset
 from t2a_sim.core import tasks
 from t2a_sim.core.config import SimConfig
@@ -42,6 +44,9 @@ class SimNodeConfig:
     camera_name: str = param("camera", "realsense2_camera camera_name")
     camera_rate_hz: float = param(30.0, "colour + aligned depth publish rate (Hz, sim time)")
     joint_state_rate_hz: float = param(50.0, "joint_states publish rate (Hz, sim time)")
+    arm_marker_rate_hz: float = param(
+        10.0, "/t2a_sim/arm_markers (the arm for rviz/Foxglove) rate (Hz, sim time); 0 = off"
+    )
     physics_sync_hz: float = param(200.0, "how often physics is caught up to the clock (Hz)")
     real_time_factor: float = param(1.0, "sim seconds per wall second (2.0 = twice as fast)")
     depth_scale: float = param(0.001, "metres per unit of the 16UC1 depth image (RealSense: mm)")
@@ -56,6 +61,10 @@ class SimNodeConfig:
     def __post_init__(self) -> None:
         for name in ("camera_rate_hz", "joint_state_rate_hz", "physics_sync_hz"):
             check(getattr(self, name) > 0, f"{name} must be > 0 Hz, got {getattr(self, name)}")
+        check(
+            self.arm_marker_rate_hz >= 0,
+            f"arm_marker_rate_hz must be >= 0 Hz (0 = off), got {self.arm_marker_rate_hz}",
+        )
         check(
             self.real_time_factor > 0, f"real_time_factor must be > 0, got {self.real_time_factor}"
         )
@@ -80,6 +89,7 @@ class SimNode(Node):
         self._rt = RealtimeClock(self.env, rate=cfg.real_time_factor)
         self._next_camera = 0.0
         self._next_joints = 0.0
+        self._next_arm_markers = 0.0
         self._claimed = self._powered = False
         self.frames_published = 0
 
@@ -93,6 +103,7 @@ class SimNode(Node):
         )
         self._pub_joints = self.create_publisher(JointState, f"{spot}/joint_states", 10)
         self._pub_clock = self.create_publisher(Clock, "/clock", 10)
+        self._pub_arm = self.create_publisher(MarkerArray, "/t2a_sim/arm_markers", 2)
         self.create_subscription(JointState, f"{spot}/arm_joint_commands", self._on_joints, 10)
         self.create_subscription(PoseStamped, f"{spot}/arm_pose_commands", self._on_pose, 10)
         for name, handler in {
@@ -117,7 +128,7 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------ time and sensors
     def _on_tick(self) -> None:
-        frame = None
+        frame = arm_q = None
         with self._env_lock:
             self._rt.sync(time.monotonic())
             t = self.env.time
@@ -126,9 +137,14 @@ class SimNode(Node):
             if t >= self._next_joints:
                 self._next_joints = t + 1.0 / self.cfg.joint_state_rate_hz
                 self._publish_joints(stamp)
+            if self.cfg.arm_marker_rate_hz > 0 and t >= self._next_arm_markers:
+                self._next_arm_markers = t + 1.0 / self.cfg.arm_marker_rate_hz
+                arm_q = self.env.joint_positions()[:6]
             if t >= self._next_camera:
                 self._next_camera = t + 1.0 / self.cfg.camera_rate_hz
                 frame = (*self.env.render(), self.env.intrinsics)
+        if arm_q is not None:
+            self._pub_arm.publish(arm_markers(arm_q, stamp))
         if frame is not None:  # convert and publish outside the lock: commands keep flowing
             self._publish_camera(*frame, stamp)
 
@@ -265,7 +281,7 @@ class SimNode(Node):
         with self._env_lock:
             self.env.reset(task, split, int(req.seed))
             self._rt = RealtimeClock(self.env, rate=self.cfg.real_time_factor)
-            self._next_camera = self._next_joints = 0.0
+            self._next_camera = self._next_joints = self._next_arm_markers = 0.0
         res.success, res.task, res.split, res.seed = True, task, split, int(req.seed)
         res.message = f"reset to {self._episode_text()}"
         self.get_logger().info(res.message)
@@ -286,6 +302,21 @@ class SimNode(Node):
         detail = ", ".join(f"{k} {v:.4f}" for k, v in errors.items())
         res.message = f"{'success' if ok else 'not yet'}: {detail}"
         return res
+
+
+def arm_markers(q: np.ndarray, stamp, frame_id: str = "body") -> MarkerArray:
+    """The arm as rviz/Foxglove markers (there is no TF or robot_description in the sim): a line
+    through the joint origins to the tool frame, a sphere at each. ``q``: (6,) arm joints, rad."""
+    p = kinematics.link_frames(q)[:, :3, 3]  # (7, 3) link_sh0 .. link_wr1 then tool, m, body
+    links = Marker(ns="arm", id=0, type=Marker.LINE_STRIP, action=Marker.ADD)
+    joints = Marker(ns="arm", id=1, type=Marker.SPHERE_LIST, action=Marker.ADD)
+    for m, size, color in ((links, 0.03, (1.0, 0.8, 0.1)), (joints, 0.05, (0.2, 0.2, 0.2))):
+        m.header.stamp, m.header.frame_id = stamp, frame_id
+        m.pose.orientation.w = 1.0
+        m.scale.x = m.scale.y = m.scale.z = size
+        m.color = ColorRGBA(r=color[0], g=color[1], b=color[2], a=1.0)
+        m.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in p]
+    return MarkerArray(markers=[links, joints])
 
 
 def main(args: list[str] | None = None) -> int:
