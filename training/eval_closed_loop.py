@@ -1,12 +1,31 @@
-"""Closed-loop episodes in t2a_sim with ground-truth or predicted tracks: success, failure causes.
+"""Closed-loop evaluation in t2a_sim: success rates per split and method, as in Track2Act Table 1.
 
-    python training/eval_closed_loop.py --tasks drawer_open cabinet_close box_push --split MG \\
-        --seeds 1000 1001 1002 1003 1004 --tracks gt model
+    python training/eval_closed_loop.py --splits MG G CG TG --episodes 20 --workers 2 \\
+        --out runs/eval_closed_loop
 
-Each episode runs the stack's cores in process (t2a_bringup.core.episode): tracks of I0 towards
-the expert's goal image (ground truth from the expert's rollout, or the track model's
-prediction), the planner with the nominal camera calibration, and the open-loop controller at
-5 Hz. This is the first cut of the evaluation issue's table (no residual policy yet).
+Methods (``--methods``; all use the same episodes, the same goal images and, for the
+model-track methods, the same predicted tracks):
+
+==============  ==================  ===========================================================
+method          tracks              control
+==============  ==================  ===========================================================
+open_loop       track model         the plan alone: Track2Act (Open-Loop)
+absolute        track model         policy predicts absolute actions (ablation, no residual)
+residual        track model         plan + residual policy: Track2Act
+gt_open_loop    ground truth        the plan alone: upper bound for the planner/controller
+gt_residual     ground truth        plan + residual policy: upper bound with perfect tracks
+==============  ==================  ===========================================================
+
+Every episode runs the stack's cores in process (``t2a_bringup.core.episode.run_episode``):
+I0 and the goal image (the scripted expert's last frame) -> tracks -> planner with the nominal
+camera calibration -> controller at 5 Hz with the policy -> sim arm -> the task's success test.
+Episodes ``(split, task, seed)``: each split's tasks, seeds ``--first-seed`` upwards, as many per
+task as needed for ``--episodes`` per split (the residual demos use seeds from 0, so the default
+1000 is unseen). ``--grasp-offset-m`` adds a horizontal grasp error to every plan (direction
+fixed per episode), the perturbation the residual policy is meant to correct.
+
+Writes ``OUT/episodes.jsonl`` (one line per episode and method; a rerun skips what is there, so
+an interrupted evaluation resumes), ``OUT/results.json`` and ``OUT/table.md``.
 """
 
 from __future__ import annotations
@@ -14,8 +33,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
+import multiprocessing as mp
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,68 +47,225 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from t2a_bringup.core.episode import EpisodeConfig, Reference, run_episode  # noqa: E402
+from t2a_bringup.core.episode import (  # noqa: E402
+    FAILURES,
+    EpisodeConfig,
+    Reference,
+    expert_reference,
+    run_episode,
+)
+from t2a_control.core.controller import ControllerConfig  # noqa: E402
+from t2a_control.core.policy_runtime import PolicyRunner  # noqa: E402
 from t2a_perception.core.frames import depth_at_points  # noqa: E402
 from t2a_perception.core.predictor import TrackPredictor, sample_query_points  # noqa: E402
-from t2a_perception.nodes.track_predictor import resolve_checkpoint  # noqa: E402
-from t2a_planning.nodes.planner import PlannerNodeConfig  # noqa: E402
+from t2a_sim.core.tasks import SPLITS, tasks_of  # noqa: E402
+from training.residual_data import nominal_T_body_cam  # noqa: E402
+from training.train_residual import TrackFeeder, grasp_offset  # noqa: E402
+
+# name -> (track source, controller mode, checkpoint flag)
+METHODS: dict[str, tuple[str, str, str]] = {
+    "open_loop": ("model", "open_loop", ""),
+    "absolute": ("model", "absolute", "absolute_checkpoint"),
+    "residual": ("model", "residual", "residual_checkpoint"),
+    "gt_open_loop": ("gt", "open_loop", ""),
+    "gt_residual": ("gt", "residual", "residual_checkpoint"),
+}
+LABELS = {
+    "open_loop": "Track2Act (Open-Loop)",
+    "absolute": "Track2Act (actions; not residuals)",
+    "residual": "Track2Act (residual)",
+    "gt_open_loop": "GT tracks, open loop (upper bound)",
+    "gt_residual": "GT tracks + residual (upper bound)",
+}
+DEFAULT_CHECKPOINTS = {
+    "track_checkpoint": "ros2_ws/src/t2a_perception/models/track_default",
+    "residual_checkpoint": "ros2_ws/src/t2a_control/models/residual_default",
+    "absolute_checkpoint": "runs/absolute/last",
+}
 
 
-def model_tracks(checkpoint: str, samples: int, steps: int):
-    """``predict_tracks`` for run_episode: the track model on I0 and the goal, 400 grid points."""
-    predictor = TrackPredictor(resolve_checkpoint(checkpoint))
+def episodes(splits: list[str], per_split: int, first_seed: int) -> list[tuple[str, str, int]]:
+    """``(split, task, seed)`` for at least ``per_split`` episodes in each split."""
+    out = []
+    for split in splits:
+        tasks = tasks_of(split)
+        for i in range(math.ceil(per_split / len(tasks))):
+            out += [(split, task, first_seed + i) for task in tasks]
+    return out
 
-    def predict(ref: Reference) -> tuple[np.ndarray, np.ndarray]:
-        h, w = ref.rgb0.shape[:2]
-        p0 = sample_query_points(h, w, 400, "grid")
-        out = predictor.predict(ref.rgb0, ref.goal_rgb, p0, samples, "ddim", steps, seed=0)
-        return out.tracks_px, depth_at_points(ref.depth0, p0)
 
-    return predict
+# ------------------------------------------------------------------------------ worker side
+_W: dict[str, Any] = {}
+
+
+def _init_worker(args: dict[str, Any]) -> None:
+    torch.set_num_threads(1)  # one process per core; MuJoCo renders on the same core
+    _W["args"] = args
+    _W["predictor"] = None
+    _W["runners"] = {}
+    _W["T_body_cam"] = nominal_T_body_cam()
+
+
+def _predictor() -> TrackPredictor:
+    if _W["predictor"] is None:
+        _W["predictor"] = TrackPredictor(_W["args"]["track_checkpoint"])
+    return _W["predictor"]
+
+
+def _runner(flag: str) -> PolicyRunner:
+    if flag not in _W["runners"]:
+        path = Path(_W["args"][flag])
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{flag.replace('_', ' ')} {path} has no config.json: train "
+                                    "it first (see the README's evaluation section)")  # fmt: skip
+        _W["runners"][flag] = PolicyRunner(path)
+    return _W["runners"][flag]
+
+
+def _model_tracks(ref: Reference) -> np.ndarray:
+    a = _W["args"]
+    h, w = ref.rgb0.shape[:2]
+    p0 = sample_query_points(h, w, a["points"], "grid")
+    out = _predictor().predict(ref.rgb0, ref.goal_rgb, p0, a["samples"], "ddim", a["ddim_steps"],
+                               seed=0)  # fmt: skip
+    return out.tracks_px, depth_at_points(ref.depth0, p0)
+
+
+def _run_job(job: tuple[str, str, int, tuple[str, ...]]) -> list[dict[str, Any]]:
+    split, task, seed, methods = job
+    a = _W["args"]
+    offset = grasp_offset(task, seed, a["grasp_offset_m"]) if a["grasp_offset_m"] else (0, 0, 0)
+    cfg = EpisodeConfig(task=task, split=split, seed=seed, grasp_offset_m=tuple(offset))
+    t0 = time.perf_counter()
+    ref = expert_reference(cfg)
+    predicted = None
+    rows = []
+    for method in methods:
+        source, mode, flag = METHODS[method]
+        if source == "model" and predicted is None:
+            predicted = _model_tracks(ref)
+        given = predicted if source == "model" else None
+        tracks = given[0] if given is not None else ref.tracks_px
+        policy = TrackFeeder(_runner(flag), tracks) if flag else None
+        controller = ControllerConfig(mode=mode)
+        result = run_episode(
+            cfg, T_body_cam=_W["T_body_cam"], controller_cfg=controller, policy=policy,
+            reference=ref, predict_tracks=(lambda _r, g=given: g) if given is not None else None,
+        )  # fmt: skip
+        rows.append({"split": split, "task": task, "seed": seed, "method": method,
+                     "success": bool(result.success), "failure": result.failure,
+                     "message": result.message, "sim_time_s": round(result.sim_time_s, 2),
+                     "expert_success": bool(ref.expert_success),
+                     "grasp_offset_m": list(offset)})  # fmt: skip
+    rows[-1]["wall_s"] = round(time.perf_counter() - t0, 2)
+    return rows
+
+
+# ------------------------------------------------------------------------------ tables
+def summarize(rows: list[dict[str, Any]], methods: list[str], splits: list[str]) -> dict:
+    """Success rates and failure counts per method and split."""
+    out: dict[str, Any] = {}
+    for m in methods:
+        out[m] = {}
+        for s in [*splits, "all"]:
+            sel = [r for r in rows if r["method"] == m and (s == "all" or r["split"] == s)]
+            fails = collections.Counter(r["failure"] for r in sel if not r["success"])
+            out[m][s] = {
+                "episodes": len(sel),
+                "successes": sum(r["success"] for r in sel),
+                "success_rate": sum(r["success"] for r in sel) / len(sel) if sel else float("nan"),
+                "failures": {k: fails[k] for k in FAILURES if fails[k]},
+            }
+    return out
+
+
+def markdown(summary: dict, methods: list[str], splits: list[str], note: str) -> str:
+    cols = [*splits, "all"]
+    lines = [f"| method | {' | '.join(cols)} |", "|---|" + "---:|" * len(cols)]
+    for m in methods:
+        cells = []
+        for s in cols:
+            c = summary[m][s]
+            cells.append(f"{100 * c['success_rate']:.0f}% ({c['successes']}/{c['episodes']})"
+                         if c["episodes"] else "-")  # fmt: skip
+        lines.append(f"| {LABELS[m]} | {' | '.join(cells)} |")
+    lines += ["", "Failures (all splits):", "", "| method | " + " | ".join(FAILURES) + " |",
+              "|---|" + "---:|" * len(FAILURES)]  # fmt: skip
+    for m in methods:
+        f = summary[m]["all"]["failures"]
+        lines.append(f"| {LABELS[m]} | " + " | ".join(str(f.get(k, 0)) for k in FAILURES) + " |")
+    return "\n".join([*lines, "", note]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", nargs="+", default=["drawer_open", "cabinet_close", "box_push"])
-    p.add_argument("--split", default="MG", help="MG | G | CG | TG")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002, 1003, 1004])
-    p.add_argument("--tracks", nargs="+", default=["gt", "model"], choices=["gt", "model"])
-    p.add_argument("--checkpoint", default="", help="track model ('' = the shipped default)")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    p.add_argument("--episodes", type=int, default=20, help="episodes per split (>=)")
+    p.add_argument("--first-seed", type=int, default=1000, help="first episode seed of each task")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--grasp-offset-m", type=float, default=0.0,
+                   help="horizontal grasp error added to every plan (m)")  # fmt: skip
+    for flag, default in DEFAULT_CHECKPOINTS.items():
+        p.add_argument("--" + flag.replace("_", "-"), default=str(ROOT / default))
     p.add_argument("--samples", type=int, default=4, help="track hypotheses K")
     p.add_argument("--ddim-steps", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--json-out", default="", help="write per-episode results here")
+    p.add_argument("--points", type=int, default=400, help="query points of the track model")
+    p.add_argument("--workers", type=int, default=2, help="processes (one core each)")
+    p.add_argument("--out", required=True, help="output folder (resumes what is there)")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    T_body_cam = PlannerNodeConfig().T_body_cam
-    predict = model_tracks(args.checkpoint, args.samples, args.ddim_steps)
-    rows, per_episode = collections.defaultdict(list), []
-    for task in args.tasks:
-        for seed in args.seeds:
-            cfg = EpisodeConfig(task=task, split=args.split, seed=seed)
-            for source in args.tracks:
-                r = run_episode(
-                    cfg,
-                    T_body_cam=T_body_cam,
-                    predict_tracks=predict if source == "model" else None,
-                )
-                rows[(task, source)].append(r)
-                per_episode.append({"task": task, "split": args.split, "seed": seed,
-                                    "tracks": source, "success": r.success, "failure": r.failure,
-                                    "message": r.message})  # fmt: skip
-                outcome = "success" if r.success else r.failure
-                print(f"{task} seed {seed} {source}: {outcome} ({r.message[:70]})", flush=True)
-    print(f"\n| task | tracks | success | failures ({args.split}, seeds {args.seeds}) |")
-    print("|---|---|---:|---|")
-    for (task, source), results in rows.items():
-        fails = collections.Counter(r.failure for r in results if not r.success)
-        text = ", ".join(f"{k} {v}" for k, v in fails.most_common()) or "-"
-        print(f"| {task} | {source} | {sum(r.success for r in results)}/{len(results)} | {text} |")
-    for source in args.tracks:
-        total = [r for (_, s), rs in rows.items() if s == source for r in rs]
-        print(f"| all | {source} | {sum(r.success for r in total)}/{len(total)} | |")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(per_episode, indent=2) + "\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "episodes.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    done = {(r["split"], r["task"], r["seed"], r["method"]) for r in rows}
+    jobs = []
+    for split, task, seed in episodes(args.splits, args.episodes, args.first_seed):
+        todo = tuple(m for m in args.methods if (split, task, seed, m) not in done)
+        if todo:
+            jobs.append((split, task, seed, todo))
+    print(f"{len(jobs)} episodes to run ({len(rows)} results already in {log}), "
+          f"methods {args.methods}, {args.workers} workers", flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    settings = vars(args)
+    with log.open("a") as fh:
+        if args.workers <= 1:
+            _init_worker(settings)
+            results = map(_run_job, jobs)
+        else:
+            pool = mp.get_context("spawn").Pool(args.workers, _init_worker, (settings,))
+            results = pool.imap_unordered(_run_job, jobs)
+        for i, ep in enumerate(results, 1):
+            for r in ep:
+                fh.write(json.dumps(r) + "\n")
+            fh.flush()
+            rows += ep
+            outcome = " ".join(f"{r['method']}={'ok' if r['success'] else r['failure']}"
+                               for r in ep)  # fmt: skip
+            print(f"[{i}/{len(jobs)} {time.perf_counter() - t0:6.0f} s] {ep[0]['split']} "
+                  f"{ep[0]['task']} {ep[0]['seed']}: {outcome}", flush=True)  # fmt: skip
+        if args.workers > 1:
+            pool.close()
+            pool.join()
+    wanted = {(s, t, e) for s, t, e in episodes(args.splits, args.episodes, args.first_seed)}
+    rows = [r for r in rows if (r["split"], r["task"], r["seed"]) in wanted
+            and r["method"] in args.methods]  # fmt: skip
+    summary = summarize(rows, args.methods, args.splits)
+    seeds = sorted({r["seed"] for r in rows})
+    note = (f"Seeds {seeds[0]}-{seeds[-1]} per task, grasp offset {args.grasp_offset_m} m; "
+            f"`python training/eval_closed_loop.py --splits {' '.join(args.splits)} "
+            f"--episodes {args.episodes} --first-seed {args.first_seed}"
+            + (f" --grasp-offset-m {args.grasp_offset_m}" if args.grasp_offset_m else "")
+            + "`") if rows else "no episodes"  # fmt: skip
+    table = markdown(summary, args.methods, args.splits, note)
+    (out / "table.md").write_text(table)
+    settings = {k: v for k, v in settings.items()}
+    (out / "results.json").write_text(
+        json.dumps({"settings": settings, "summary": summary, "episodes": len(rows)}, indent=2)
+        + "\n"
+    )
+    print("\n" + table)
     return 0
 
 

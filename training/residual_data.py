@@ -6,8 +6,11 @@
    goal image (the expert's last frame), ground-truth tracks of P0 at H+1 times, and, beyond what
    ``t2a_bringup.core.episode.expert_reference`` returns, the true pose of the moved part at those
    same H+1 times and the hand pose the expert held the part with;
-2. the planner turns the tracks into the open-loop plan ``a_bar_0..a_bar_H`` (``make_plan``),
-   which is then, for most demos, perturbed (:func:`perturb_plan`): a grasp error (a rigid offset
+2. the planner turns the tracks into the open-loop plan ``a_bar_0..a_bar_H`` (``make_plan``);
+   with ``model_plan_fraction`` > 0, that share of the variants plans instead from the *track
+   model's* tracks of I0 towards the goal (the paper's recipe: the residual learns to correct the
+   plan the robot will actually execute, and sees the predicted tracks); the plan is then, for
+   most demos, perturbed (:func:`perturb_plan`): a grasp error (a rigid offset
    and rotation of the hand in the tool frame, the same at every step, as a wrong ``e1`` would
    give), plus independent per-step noise. The paper's point is that the residual corrects such
    plan errors, so the demos must contain them;
@@ -171,6 +174,15 @@ class DemoConfig:
     plan_attempts: int = param(
         5, "noise draws tried until every perturbed pose is reachable; then the clean plan (1)"
     )
+    model_plan_fraction: float = param(
+        0.0,
+        "share of variants whose open-loop plan comes from the track model's predicted tracks "
+        "(what the robot executes) instead of the ground truth; the policy then also sees the "
+        "predicted tracks. A variant whose predicted plan fails is recorded as failed (1)",
+    )
+    track_checkpoint: str = param(
+        "", "track model of model plans ('' = the shipped default, t2a_perception/models)"
+    )
 
     def __post_init__(self) -> None:
         check(self.width >= 16 and self.height >= 16, f"bad size {self.width}x{self.height}")
@@ -197,6 +209,10 @@ class DemoConfig:
                 math.isfinite(value) and value >= 0, f"{name} must be finite and >= 0, got {value}"
             )
         check(self.plan_attempts >= 1, f"plan_attempts must be >= 1, got {self.plan_attempts}")
+        check(
+            0 <= self.model_plan_fraction <= 1,
+            f"model_plan_fraction must be in [0, 1], got {self.model_plan_fraction}",
+        )
 
     def episode_config(self, task: str, split: str, seed: int, **kw: Any) -> EpisodeConfig:
         """The ``EpisodeConfig`` of episode ``(task, split, seed)`` under these settings (what a
@@ -389,6 +405,23 @@ def _crc(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
+_PREDICTORS: dict[str, Any] = {}
+
+
+def predict_tracks(ref: Reference, checkpoint: str = "") -> np.ndarray:
+    """The track model's ``(H+1, 400, 2)`` tracks of a 20x20 grid on I0 towards the goal, as the
+    perception node and ``training/eval_closed_loop.py`` predict them (K=4, DDIM 10, seed 0)."""
+    from t2a_perception.core.predictor import TrackPredictor, sample_query_points
+
+    if checkpoint not in _PREDICTORS:
+        default = Path(__file__).resolve().parents[1] / "ros2_ws/src/t2a_perception/models"
+        _PREDICTORS[checkpoint] = TrackPredictor(checkpoint or default / "track_default")
+    h, w = ref.rgb0.shape[:2]
+    p0 = sample_query_points(h, w, 400, "grid")
+    out = _PREDICTORS[checkpoint].predict(ref.rgb0, ref.goal_rgb, p0, 4, "ddim", 10, seed=0)
+    return out.tracks_px
+
+
 def record_demos(
     task: str,
     split: str,
@@ -411,9 +444,13 @@ def record_demos(
     ref, trace = demo_reference(ep, base)
     T_body_cam = nominal_T_body_cam(base)
     env = SimEnv(sim_config(ep, base))  # the scene as every variant starts it, for planning
+    model_tracks, model_plan = None, None
     try:
         env.reset(task, split, seed)
         clean = make_plan(ref.tracks_px, ref.depth0, env, T_body_cam, planner_cfg)
+        if cfg.model_plan_fraction > 0:
+            model_tracks = predict_tracks(ref, cfg.track_checkpoint)
+            model_plan = make_plan(model_tracks, ref.depth0, env, T_body_cam, planner_cfg)
         q = env.joint_positions()[:6]
     finally:
         env.close()
@@ -433,15 +470,23 @@ def record_demos(
             out.append(_failed_demo(ref, meta, f"plan failed: {clean.message}"))
             continue
         rng = np.random.default_rng([seed, _crc(task), _crc(split), variant, 5])
-        plan, noise = clean, None
+        source, tracks = clean, ref.tracks_px
+        if model_plan is not None and rng.uniform() < cfg.model_plan_fraction:
+            meta["plan_source"] = "model"
+            meta["plan_message"] = model_plan.message
+            if not (model_plan.ok and _reachable(model_plan, q)):
+                out.append(_failed_demo(ref, meta, f"model plan failed: {model_plan.message}"))
+                continue
+            source, tracks = model_plan, model_tracks
+        plan, noise = source, None
         if rng.uniform() >= cfg.clean_fraction:
             for _ in range(cfg.plan_attempts):
-                candidate, draw = perturb_plan(clean, rng, cfg)
+                candidate, draw = perturb_plan(source, rng, cfg)
                 if _reachable(candidate, q):
                     plan, noise = candidate, draw
                     break
         expert_poses, closed = expert_targets(
-            trace, clean.ee_poses[clean.grasp_step], clean.grasp_step, cfg.expert_grasp_turn_rad
+            trace, source.ee_poses[source.grasp_step], source.grasp_step, cfg.expert_grasp_turn_rad
         )
         oracle = OraclePolicy(expert_poses, closed)
         result = run_episode(
@@ -458,7 +503,9 @@ def record_demos(
             sim_time_s=float(result.sim_time_s),
             ticks=len(oracle.records),
         )
-        out.append(_demo_arrays(ref, trace, clean, plan, expert_poses, closed, oracle, meta))
+        arrays = _demo_arrays(ref, trace, source, plan, expert_poses, closed, oracle, meta)
+        arrays["tracks_px"] = np.asarray(tracks, np.float32)  # what the policy will see
+        out.append(arrays)
     return out
 
 
