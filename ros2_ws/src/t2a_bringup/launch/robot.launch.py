@@ -5,40 +5,8 @@ Thin on purpose: the nodes, parameters and remaps come from ``config/stack.yaml`
 `ros2 launch t2a_bringup robot.launch.py --show-args` lists the arguments.
 """
 
-import tempfile
-
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch_ros.actions import Node
-
-from t2a_bringup.core import stack
-
-PROFILE = "robot"
-
-
-def _nodes(context):
-    given = context.launch_configurations  # argument name -> text
-    desc = stack.load_description(given.get("description") or None)
-    args = {a.name: given[a.name] for a in desc.arguments(PROFILE) if a.name in given}
-    nodes = desc.resolve(PROFILE, args)
-    if given.get("check", "true").lower() != "false":
-        nodes = stack.check_nodes(nodes)  # every parameter is a field of the node's config
-    files = stack.write_params_files(nodes, tempfile.mkdtemp(prefix=f"t2a-{PROFILE}-"))
-    return [Node(**stack.launch_kwargs(n, files[n.key])) for n in nodes]
+from t2a_bringup.launch_support import launch_description
 
 
 def generate_launch_description():
-    desc = stack.load_description()
-    declared = [
-        DeclareLaunchArgument(a.name, default_value=a.default_text, description=a.doc)
-        for a in desc.arguments(PROFILE)
-    ]
-    declared += [
-        DeclareLaunchArgument(
-            "description", default_value="", description="stack description file ('' = ours)"
-        ),
-        DeclareLaunchArgument(
-            "check", default_value="true", description="check parameters against node configs"
-        ),
-    ]
-    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])
+    return launch_description("robot")

@@ -51,7 +51,7 @@ from t2a_msgs.srv import SetGoal, SimEpisodeStatus
 from t2a_sim.core import tasks
 
 PROG = "t2a-demo"
-DEFAULT_TASK = ("cabinet_close", "MG", 1000)
+DEFAULT_TASK = ("cabinet_close", "MG", 1001)
 CAMERA = "/camera/camera"
 RECORDED = (
     "/clock",

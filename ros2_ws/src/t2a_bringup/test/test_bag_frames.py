@@ -100,7 +100,7 @@ def test_padded_big_endian_rows_and_depth_units(types):
         header=bf._header(types, 0.0, ""), height=2, width=3, encoding="16UC1",
         is_bigendian=0, step=8, data=np.zeros(9, np.uint8),
     )  # fmt: skip
-    with pytest.raises(ValueError, match="needs a step >= 6 and at least 14 bytes"):
+    with pytest.raises(ValueError, match="step 8: data has 9 bytes, expected at least 14"):
         bf.image_to_numpy(short)
 
 

@@ -1,9 +1,10 @@
 """The stack description resolved by both starters: launch files and t2a-stack cannot drift.
 
-launch/launch_ros are not installable here, so the launch files run against recording stand-ins
-for the four launch classes they use (LaunchDescription, DeclareLaunchArgument, OpaqueFunction,
-Node): what the real Node would get as keyword arguments is compared with the command lines
-t2a-stack runs. Parameter checks against the nodes' config classes: test_stack_parameters.py.
+launch/launch_ros are not installable here, so the launch files (each hands its profile to
+t2a_bringup.launch_support) run against recording stand-ins for the four launch classes used
+(LaunchDescription, DeclareLaunchArgument, OpaqueFunction, Node): what the real Node would get as
+keyword arguments is compared with the command lines t2a-stack runs. Parameter checks against the
+nodes' config classes: test_stack_parameters.py.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from t2a_bringup import stack_runner
+from t2a_bringup import launch_support, stack_runner
 from t2a_bringup.core import stack
 
 PKG = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = {p: PKG / "launch" / f"{p}.launch.py" for p in ("sim", "robot")}
+LAUNCH_SUPPORT = Path(launch_support.__file__)
 T2A_NODES = {"t2a_sim", "track_predictor", "planner", "residual_controller"}
 
 
@@ -32,31 +34,51 @@ class _Recorded:
         self.args, self.kwargs = args, kwargs
 
 
-def _load_launch_file(profile: str, monkeypatch) -> types.ModuleType:
+def _load_launch_file(profile: str, monkeypatch) -> tuple[types.ModuleType, dict[str, type]]:
+    """The launch file as a module, with fresh stand-ins (one class each, new on every call, so
+    a stand-in of another test, or a real launch class, would be told apart) for the launch
+    classes; also returns the stand-ins by name."""
     fakes = {
-        "launch": {"LaunchDescription": _Recorded},
-        "launch.actions": {"DeclareLaunchArgument": _Recorded, "OpaqueFunction": _Recorded},
-        "launch_ros": {},
-        "launch_ros.actions": {"Node": _Recorded},
+        "launch": ["LaunchDescription"],
+        "launch.actions": ["DeclareLaunchArgument", "OpaqueFunction"],
+        "launch_ros": [],
+        "launch_ros.actions": ["Node"],
     }
+    classes = {}
     for name, attrs in fakes.items():
         module = types.ModuleType(name)
-        module.__dict__.update(attrs)
+        for attr in attrs:
+            classes[attr] = type(attr, (_Recorded,), {})
+            setattr(module, attr, classes[attr])
         monkeypatch.setitem(sys.modules, name, module)
     spec = importlib.util.spec_from_file_location(f"{profile}_launch", LAUNCH_FILES[profile])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return module, classes
+
+
+def _launch_description(profile: str, monkeypatch) -> tuple[list, dict[str, type]]:
+    """The actions of the launch file's description: the declared arguments, then the
+    OpaqueFunction that builds the nodes; checks they are made of this call's stand-ins."""
+    module, classes = _load_launch_file(profile, monkeypatch)
+    ld = module.generate_launch_description()
+    assert type(ld) is classes["LaunchDescription"], "launch classes imported before the stand-ins"
+    (actions,) = ld.args
+    assert all(type(a) is classes["DeclareLaunchArgument"] for a in actions[:-1])
+    assert type(actions[-1]) is classes["OpaqueFunction"]
+    return actions, classes
 
 
 def _launch_nodes(profile: str, overrides: dict[str, str], monkeypatch) -> list[dict]:
     """Run the launch file as ros2 launch would: declared defaults, then the given values."""
-    ld = _load_launch_file(profile, monkeypatch).generate_launch_description()
-    actions = ld.args[0]
+    actions, classes = _launch_description(profile, monkeypatch)
     declared = {a.args[0]: a.kwargs["default_value"] for a in actions[:-1]}
     assert set(overrides) <= set(declared), f"not declared: {set(overrides) - set(declared)}"
     context = types.SimpleNamespace(launch_configurations={**declared, **overrides})
-    return [node.kwargs for node in actions[-1].kwargs["function"](context)]
+    opaque = actions[-1].kwargs  # launch calls function(context, *args, **kwargs)
+    nodes = opaque["function"](context, *(opaque.get("args") or ()), **(opaque.get("kwargs") or {}))
+    assert all(type(node) is classes["Node"] for node in nodes)
+    return [node.kwargs for node in nodes]
 
 
 def _parse_command(cmd: list[str]) -> dict:
@@ -119,39 +141,49 @@ def test_launch_file_and_t2a_stack_start_the_same_nodes(profile, tmp_path, monke
 
 @pytest.mark.parametrize("profile", ["sim", "robot"])
 def test_launch_file_declares_every_argument_with_its_default_and_doc(profile, monkeypatch):
-    ld = _load_launch_file(profile, monkeypatch).generate_launch_description()
-    declared = {a.args[0]: a.kwargs for a in ld.args[0][:-1]}
+    actions, _ = _launch_description(profile, monkeypatch)
+    declared = {a.args[0]: a.kwargs for a in actions[:-1]}
     for arg in stack.load_description().arguments(profile):
         assert declared[arg.name]["default_value"] == arg.default_text
         assert declared[arg.name]["description"] == arg.doc
 
 
-def test_launch_files_build_nodes_only_from_the_description():
-    for path in LAUNCH_FILES.values():
-        tree = ast.parse(path.read_text())
-        imported = {
-            (n.module, a.name)
-            for n in ast.walk(tree)
-            if isinstance(n, ast.ImportFrom)
-            for a in n.names
-        }
-        assert ("t2a_bringup.core", "stack") in imported, path.name
-        launch_names = {a for m, a in imported if m.split(".")[0] in ("launch", "launch_ros")}
-        assert launch_names == {"LaunchDescription", "DeclareLaunchArgument", "OpaqueFunction",
-                                "Node"}, path.name  # fmt: skip
-        node_calls = [
-            n
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "Node"
-        ]
-        assert len(node_calls) == 1, f"{path.name}: one Node(...) built from each NodeSpec"
-        (call,) = node_calls
-        assert not call.args and len(call.keywords) == 1 and call.keywords[0].arg is None
-        source = ast.unparse(call.keywords[0].value)
-        assert source.startswith("stack.launch_kwargs("), f"{path.name}: Node({source})"
-        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Dict)], (
-            f"{path.name} has a dict literal: parameters belong in config/stack.yaml"
-        )
+def _imported(tree: ast.AST) -> set[tuple[str, str]]:
+    return {
+        (n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
+    }
+
+
+def test_launch_support_builds_nodes_only_from_the_description():
+    tree = ast.parse(LAUNCH_SUPPORT.read_text())
+    imported = _imported(tree)
+    assert ("t2a_bringup.core", "stack") in imported
+    launch_names = {a for m, a in imported if m.split(".")[0] in ("launch", "launch_ros")}
+    assert launch_names == {"LaunchDescription", "DeclareLaunchArgument", "OpaqueFunction", "Node"}
+    node_calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "Node"
+    ]
+    assert len(node_calls) == 1, "one Node(...) built from each NodeSpec"
+    (call,) = node_calls
+    assert not call.args and len(call.keywords) == 1 and call.keywords[0].arg is None
+    source = ast.unparse(call.keywords[0].value)
+    assert source.startswith("stack.launch_kwargs("), f"Node({source})"
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Dict)], (
+        "launch_support has a dict literal: parameters belong in config/stack.yaml"
+    )
+
+
+@pytest.mark.parametrize("profile", ["sim", "robot"])
+def test_launch_file_hands_its_own_profile_to_launch_support(profile):
+    tree = ast.parse(LAUNCH_FILES[profile].read_text())
+    assert _imported(tree) == {("t2a_bringup.launch_support", "launch_description")}
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Import)]
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert [f.name for f in functions] == ["generate_launch_description"]
+    (statement,) = functions[0].body
+    assert ast.unparse(statement) == f"return launch_description({profile!r})"
 
 
 def test_sim_profile_runs_the_t2a_nodes_on_sim_time_and_robot_on_wall_time():

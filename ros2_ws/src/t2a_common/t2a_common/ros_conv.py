@@ -2,7 +2,8 @@
 
 cv_bridge is not installable from PyPI (and its PyPI namesake is a broken ROS 1 port), so images
 are converted here: rgb8, bgr8, rgba8, bgra8, mono8, mono16, 16UC1 and 32FC1, honouring the row
-``step`` (rows may be padded) and ``is_bigendian``.
+``step`` (rows may be padded) and ``is_bigendian``. The pixel decoding itself is the ROS-free
+t2a_common.core.sensor_codec, which bag readers share.
 
 t2a_msgs' PointTracks and Plan are converted here too (to t2a_common.core.types), because
 perception, planning and control all read or write them; messages only one package uses are
@@ -18,33 +19,23 @@ from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Transform, Vector3
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
+from t2a_common.core import sensor_codec
 from t2a_common.core.geometry import Intrinsics, matrix_to_pose, pose_to_matrix
+from t2a_common.core.sensor_codec import (
+    COLOR_ENCODINGS,
+    DEPTH_ENCODINGS,
+    ENCODINGS,
+    ImageConversionError,
+)
 from t2a_common.core.types import EEPlan, PointTrackSet
 from t2a_msgs.msg import Plan, PointTracks
 
-# encoding -> (numpy dtype, channels)
-ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4),
-    "bgra8": (np.dtype(np.uint8), 4),
-    "mono8": (np.dtype(np.uint8), 1),
-    "mono16": (np.dtype(np.uint16), 1),
-    "16UC1": (np.dtype(np.uint16), 1),
-    "32FC1": (np.dtype(np.float32), 1),
-}
-COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
-DEPTH_ENCODINGS = ("16UC1", "32FC1")
 _HOST_BIG_ENDIAN = sys.byteorder == "big"
-
-
-class ImageConversionError(ValueError):
-    """An image message cannot be converted: unsupported encoding or inconsistent layout."""
 
 
 def describe(msg: Image) -> str:
     """Short human description, e.g. ``320x240 mono8`` (for error messages)."""
-    return f"{msg.width}x{msg.height} {msg.encoding or '<no encoding>'}"
+    return sensor_codec.describe(msg.width, msg.height, msg.encoding)
 
 
 def image_to_numpy(msg: Image) -> np.ndarray:
@@ -52,34 +43,9 @@ def image_to_numpy(msg: Image) -> np.ndarray:
 
     Raises ImageConversionError for an unsupported encoding or a data/step/size mismatch.
     """
-    if msg.encoding not in ENCODINGS:
-        raise ImageConversionError(
-            f"image is {describe(msg)}: unsupported encoding {msg.encoding!r}, "
-            f"expected one of {', '.join(ENCODINGS)}"
-        )
-    dtype, channels = ENCODINGS[msg.encoding]
-    h, w = int(msg.height), int(msg.width)
-    if h == 0 or w == 0:
-        raise ImageConversionError(f"image is empty ({describe(msg)})")
-    row_bytes = w * channels * dtype.itemsize
-    step = int(msg.step)
-    if step < row_bytes:
-        raise ImageConversionError(
-            f"image is {describe(msg)}: step {step} is smaller than one row ({row_bytes} bytes)"
-        )
-    buf = np.frombuffer(msg.data, dtype=np.uint8)
-    if buf.size < step * (h - 1) + row_bytes:
-        raise ImageConversionError(
-            f"image is {describe(msg)} with step {step}: data has {buf.size} bytes, "
-            f"expected at least {step * (h - 1) + row_bytes}"
-        )
-    if buf.size < step * h:  # last row may legally lack its padding; pad so reshape works
-        buf = np.concatenate([buf, np.zeros(step * h - buf.size, np.uint8)])
-    rows = buf[: step * h].reshape(h, step)[:, :row_bytes]
-    big = bool(msg.is_bigendian)
-    arr = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if big else "<"))
-    arr = arr.astype(dtype, copy=True)  # native order, owns its memory
-    return arr.reshape(h, w, channels) if channels > 1 else arr.reshape(h, w)
+    return sensor_codec.decode_image(
+        msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data
+    )
 
 
 def numpy_to_image(
@@ -125,10 +91,7 @@ def image_to_rgb(msg: Image, what: str = "image") -> np.ndarray:
             f"{what} is {describe(msg)}, expected {', '.join(COLOR_ENCODINGS[:-1])} or "
             f"{COLOR_ENCODINGS[-1]}"
         )
-    arr = image_to_numpy(msg)[:, :, :3]
-    if msg.encoding.startswith("bgr"):
-        arr = arr[:, :, ::-1]
-    return np.ascontiguousarray(arr)
+    return sensor_codec.color_to_rgb(image_to_numpy(msg), msg.encoding)
 
 
 def depth_to_meters(msg: Image, depth_scale: float = 0.001) -> np.ndarray:
@@ -141,12 +104,7 @@ def depth_to_meters(msg: Image, depth_scale: float = 0.001) -> np.ndarray:
         raise ImageConversionError(
             f"depth image is {describe(msg)}, expected 16UC1 (mm) or 32FC1 (m)"
         )
-    raw = image_to_numpy(msg)
-    depth = raw.astype(np.float32)
-    if msg.encoding == "16UC1":
-        depth *= np.float32(depth_scale)
-    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
-    return depth
+    return sensor_codec.depth_to_meters(image_to_numpy(msg), msg.encoding, depth_scale)
 
 
 def meters_to_depth16(depth_m: np.ndarray, depth_scale: float = 0.001) -> np.ndarray:
@@ -163,20 +121,8 @@ def meters_to_depth16(depth_m: np.ndarray, depth_scale: float = 0.001) -> np.nda
 
 def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
     """CameraInfo -> Intrinsics (uses K; raises if K is all zeros, i.e. uncalibrated)."""
-    k = np.asarray(msg.k, dtype=float)
-    if k.shape != (9,) or k[0] <= 0 or k[4] <= 0:
-        raise ValueError(
-            f"camera_info for a {msg.width}x{msg.height} image has no valid K ({k.tolist()})"
-        )
-    return Intrinsics(
-        width=int(msg.width),
-        height=int(msg.height),
-        fx=float(k[0]),
-        fy=float(k[4]),
-        cx=float(k[2]),
-        cy=float(k[5]),
-        distortion_model=msg.distortion_model or "plumb_bob",
-        distortion=tuple(float(x) for x in msg.d),
+    return sensor_codec.intrinsics_from_camera_info(
+        msg.width, msg.height, msg.k, msg.distortion_model, msg.d
     )
 
 
@@ -236,11 +182,7 @@ def matrix_to_transform_msg(T: np.ndarray) -> Transform:
 def joint_positions(msg: JointState, names: tuple[str, ...] | list[str]) -> np.ndarray:
     """Positions of ``names`` (in that order) from a JointState that may hold more joints, in
     any order. Raises ValueError naming the joints that are missing or have no position."""
-    index = {n: i for i, n in enumerate(msg.name)}
-    missing = [n for n in names if n not in index or index[n] >= len(msg.position)]
-    if missing:
-        raise ValueError(f"joint_states lacks positions for {missing} (has {list(msg.name)[:12]})")
-    return np.array([msg.position[index[n]] for n in names], dtype=float)
+    return sensor_codec.select_joint_positions(msg.name, msg.position, names)
 
 
 def joint_state_msg(

@@ -41,18 +41,6 @@ NO_SPOT_ENV = {k: "" for k in ("SPOT_IP", "SPOT_PORT", "SPOT_CERTIFICATE",
                                "BOSDYN_CLIENT_USERNAME", "BOSDYN_CLIENT_PASSWORD")}  # fmt: skip
 
 
-class Child(ChildProcess):
-    """A ChildProcess whose output can be read more than once (failure messages stop it
-    before the ``with`` block does)."""
-
-    _output: str | None = None
-
-    def stop(self, timeout: float = 10.0) -> str:
-        if self._output is None:
-            self._output = super().stop(timeout)
-        return self._output
-
-
 def params(*assignments: str) -> list[str]:
     return [a for p in assignments for a in ("-p", p)]
 
@@ -85,7 +73,7 @@ def test_estop_modes_match_the_driver() -> None:
 
 def _exit_output(args: list[str], env: dict[str, str], timeout_s: float = 30.0) -> str:
     """Run the node; it must exit on its own with status 1. Returns what it printed."""
-    with Child(NODE + args, env={**NO_SPOT_ENV, **env}) as node:
+    with ChildProcess(NODE + args, env={**NO_SPOT_ENV, **env}) as node:
         try:
             code = node.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -145,7 +133,7 @@ def test_bosdyn_driver_streams_the_plan_to_the_robot_and_stop_holds_it(robot) ->
                   "bosdyn.username:=user", f"bosdyn.password_env:={PASSWORD_ENV}",
                   "color_topic:=/bosdyn_test/image")  # fmt: skip
     env = {**NO_SPOT_ENV, PASSWORD_ENV: "password"}
-    with Child(NODE + args, env=env) as controller, ros_context() as ctx:
+    with ChildProcess(NODE + args, env=env) as controller, ros_context() as ctx:
         node = rclpy.create_node("bosdyn_probe", context=ctx)
         statuses: list[ControlStatus] = []
         node.create_subscription(ControlStatus, "/t2a/status", statuses.append, 50)

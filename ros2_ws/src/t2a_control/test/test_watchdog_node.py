@@ -43,18 +43,6 @@ HOLD_TICKS = 8  # keep the input off this many ticks after the hold began
 ATTEMPTS = 3  # clean "execute -> hold" transitions tried before giving up (see _stale_hold)
 
 
-class Child(ChildProcess):
-    """A ChildProcess whose output can be read more than once (failure messages stop it
-    before the ``with`` block does)."""
-
-    _output: str | None = None
-
-    def stop(self, timeout: float = 10.0) -> str:
-        if self._output is None:
-            self._output = super().stop(timeout)
-        return self._output
-
-
 class FakeSpotRos2Arm:
     """spot_ros2's arm interface in this process: joints jump to each commanded target (a
     perfect follower), the gripper opens and closes at once, every Trigger succeeds."""
@@ -185,7 +173,7 @@ def _stale_hold(probe: Probe, name: str) -> tuple[int, int]:
 def test_holds_within_two_ticks_of_a_stale_input_and_resumes(name: str) -> None:
     args = ["-m", "t2a_control.nodes.residual_controller", "--ros-args",
             "-p", "color_topic:=/watchdog_test/image"]  # fmt: skip
-    with Child(args) as controller, ros_context() as ctx:
+    with ChildProcess(args) as controller, ros_context() as ctx:
         probe = Probe(ctx)
 
         def logs() -> str:

@@ -4,9 +4,10 @@ What the training converters (``training/bag_to_tracks.py``, ``training/bag_to_d
 from a bag that ``t2a-record`` (or ``ros2 bag record``) wrote on the robot or next to t2a_sim:
 colour and aligned depth images, the colour ``camera_info`` and spot_ros2's ``joint_states``.
 Messages are deserialized with the rosbags type store (the ``sensor_msgs`` definitions are the
-same in every ROS 2 distribution) and converted by the rules of ``t2a_common.ros_conv``, which
-cannot be used here because it imports the message packages: rgb8/bgr8/rgba8/bgra8 colour,
-16UC1 (``depth_scale`` m per unit, 0 = no data) or 32FC1 (m) depth, rows padded to ``step``.
+same in every ROS 2 distribution) and converted by ``t2a_common.core.sensor_codec``, the decoder
+``t2a_common.ros_conv`` uses too (ros_conv itself cannot be used here because it imports the
+message packages): rgb8/bgr8/rgba8/bgra8 colour, 16UC1 (``depth_scale`` m per unit, 0 = no data)
+or 32FC1 (m) depth, rows padded to ``step``.
 The ``encode_*`` functions go the other way (tests, and bags written from t2a_sim in process).
 
 Two clocks are in a bag: each message's header stamp (when the sensor took it) and its receive
@@ -29,26 +30,14 @@ from typing import Any
 import numpy as np
 
 from t2a_bringup.core.bag import BagError, BagReader, MessageTypes
+from t2a_common.core import sensor_codec
 from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.sensor_codec import COLOR_ENCODINGS, DEPTH_ENCODINGS, ENCODINGS
 
 IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 JOINT_STATE = "sensor_msgs/msg/JointState"
 CLOCKS = ("header", "receive")
-
-# encoding -> (numpy dtype, channels), as t2a_common.ros_conv.ENCODINGS
-ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    "rgb8": (np.dtype(np.uint8), 3),
-    "bgr8": (np.dtype(np.uint8), 3),
-    "rgba8": (np.dtype(np.uint8), 4),
-    "bgra8": (np.dtype(np.uint8), 4),
-    "mono8": (np.dtype(np.uint8), 1),
-    "mono16": (np.dtype(np.uint16), 1),
-    "16UC1": (np.dtype(np.uint16), 1),
-    "32FC1": (np.dtype(np.float32), 1),
-}
-COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
-DEPTH_ENCODINGS = ("16UC1", "32FC1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +86,7 @@ def stamp_s(header: Any) -> float:
 
 
 def _describe(msg: Any) -> str:
-    return f"{msg.width}x{msg.height} {msg.encoding or '<no encoding>'}"
+    return sensor_codec.describe(msg.width, msg.height, msg.encoding)
 
 
 def image_to_numpy(msg: Any) -> np.ndarray:
@@ -105,75 +94,36 @@ def image_to_numpy(msg: Any) -> np.ndarray:
 
     Raises ValueError for an unsupported encoding or a data/step/size mismatch.
     """
-    if msg.encoding not in ENCODINGS:
-        raise ValueError(
-            f"image is {_describe(msg)}: unsupported encoding {msg.encoding!r}, expected one of "
-            f"{', '.join(ENCODINGS)}"
-        )
-    dtype, channels = ENCODINGS[msg.encoding]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h == 0 or w == 0:
-        raise ValueError(f"image is empty ({_describe(msg)})")
-    row_bytes = w * channels * dtype.itemsize
-    buf = np.frombuffer(np.asarray(msg.data, dtype=np.uint8), dtype=np.uint8)
-    if step < row_bytes or buf.size < step * (h - 1) + row_bytes:
-        raise ValueError(
-            f"image is {_describe(msg)} with step {step}: needs a step >= {row_bytes} and at "
-            f"least {step * (h - 1) + row_bytes} bytes of data, has {buf.size}"
-        )
-    if buf.size < step * h:  # the last row may lack its padding
-        buf = np.concatenate([buf, np.zeros(step * h - buf.size, np.uint8)])
-    rows = np.ascontiguousarray(buf[: step * h].reshape(h, step)[:, :row_bytes])
-    arr = rows.view(dtype.newbyteorder(">" if msg.is_bigendian else "<")).astype(dtype)
-    return arr.reshape(h, w, channels) if channels > 1 else arr.reshape(h, w)
+    return sensor_codec.decode_image(
+        msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data
+    )
 
 
 def image_to_rgb(msg: Any, what: str = "image") -> np.ndarray:
     """Colour image -> ``(H, W, 3)`` uint8 RGB (alpha dropped, BGR swapped)."""
     if msg.encoding not in COLOR_ENCODINGS:
         raise ValueError(f"{what} is {_describe(msg)}, expected one of {COLOR_ENCODINGS}")
-    arr = image_to_numpy(msg)[:, :, :3]
-    return np.ascontiguousarray(arr[:, :, ::-1] if msg.encoding.startswith("bgr") else arr)
+    return sensor_codec.color_to_rgb(image_to_numpy(msg), msg.encoding)
 
 
 def depth_to_meters(msg: Any, depth_scale: float = 0.001) -> np.ndarray:
     """Depth image -> ``(H, W)`` float32 metres, NaN where there is no data."""
     if msg.encoding not in DEPTH_ENCODINGS:
         raise ValueError(f"depth image is {_describe(msg)}, expected 16UC1 (mm) or 32FC1 (m)")
-    depth = image_to_numpy(msg).astype(np.float32)
-    if msg.encoding == "16UC1":
-        depth *= np.float32(depth_scale)
-    depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
-    return depth
+    return sensor_codec.depth_to_meters(image_to_numpy(msg), msg.encoding, depth_scale)
 
 
 def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
     """CameraInfo -> Intrinsics from K; raises ValueError if K is unset (uncalibrated)."""
-    k = np.asarray(msg.k, dtype=float)
-    if k.shape != (9,) or k[0] <= 0 or k[4] <= 0:
-        raise ValueError(
-            f"camera_info of a {msg.width}x{msg.height} image has no valid K ({k.tolist()})"
-        )
-    return Intrinsics(
-        width=int(msg.width),
-        height=int(msg.height),
-        fx=float(k[0]),
-        fy=float(k[4]),
-        cx=float(k[2]),
-        cy=float(k[5]),
-        distortion_model=msg.distortion_model or "plumb_bob",
-        distortion=tuple(float(x) for x in msg.d),
+    return sensor_codec.intrinsics_from_camera_info(
+        msg.width, msg.height, msg.k, msg.distortion_model, msg.d
     )
 
 
 def joint_positions(msg: Any, names: Sequence[str]) -> np.ndarray:
     """Positions of ``names`` (in that order) from a JointState holding any joints in any
     order. Raises ValueError naming the joints that are missing."""
-    index = {n: i for i, n in enumerate(msg.name)}
-    missing = [n for n in names if n not in index or index[n] >= len(msg.position)]
-    if missing:
-        raise ValueError(f"joint_states lacks positions for {missing} (has {list(msg.name)})")
-    return np.array([msg.position[index[n]] for n in names], dtype=float)
+    return sensor_codec.select_joint_positions(msg.name, msg.position, names)
 
 
 def _header(types: MessageTypes, t_s: float, frame_id: str) -> Any:
