@@ -80,7 +80,7 @@ LABELS = {
 DEFAULT_CHECKPOINTS = {
     "track_checkpoint": "ros2_ws/src/t2a_perception/models/track_default",
     "residual_checkpoint": "ros2_ws/src/t2a_control/models/residual_default",
-    "absolute_checkpoint": "runs/absolute/last",
+    "absolute_checkpoint": "runs/absolute/best",
 }
 
 

@@ -240,6 +240,15 @@ class Demo:
         req.goal_image = ros_conv.numpy_to_image(goal_rgb, "rgb8")
         req.seed = 0
         res = self.call(self.node.set_goal, req, self.args.stage_timeout, "/t2a/set_goal")
+        # The predictor's camera subscription may match a moment after its service is up: a
+        # refusal for want of a frame is retried (the stack is still starting), nothing else is.
+        deadline = time.perf_counter() + self.args.stage_timeout
+        while not res.success and "no camera frame" in res.message:
+            if time.perf_counter() > deadline:
+                break
+            wait_until = time.perf_counter() + 0.5
+            self.spin_until(lambda t=wait_until: time.perf_counter() > t, 5.0, "a retry")
+            res = self.call(self.node.set_goal, req, self.args.stage_timeout, "/t2a/set_goal")
         if not res.success:
             raise StackError(f"/t2a/set_goal refused the goal: {res.message}")
         node = self.node
