@@ -164,9 +164,13 @@ def test_replayed_bag_gives_the_same_tracks_as_live(tmp_path):
         play = [*PLAY, str(bag), "--topics", COLOR, DEPTH, INFO, "--rate", "2",
                 "--wait-for-subscribers", "20", "--ros-args", *remaps]  # fmt: skip
         children.start("player", play)
-        replayed = spin_until(node, lambda: frames[REPLAY[COLOR]] >= rosbags_counts[COLOR],
-                              timeout=30.0)  # fmt: skip
-        assert replayed, f"{frames[REPLAY[COLOR]]} frames replayed\n{children.stop('player')}"
+        # Wait for the player to finish: every bag frame was offered to the predictor. (This
+        # test's own subscriber may drop some under load; it only has to see the replay.)
+        player = children.procs["player"].proc
+        finished = spin_until(node, lambda: player.poll() is not None, timeout=30.0)
+        assert finished and frames[REPLAY[COLOR]] > 0, (
+            f"{frames[REPLAY[COLOR]]} frames replayed\n{children.stop('player')}"
+        )
         again = _call(node, replay_goal, request, "replay", timeout=60.0)
         assert spin_until(node, lambda: "/replay" in tracks, timeout=10.0)
         play_out = children.stop("player", wait_s=20.0)
