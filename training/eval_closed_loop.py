@@ -57,9 +57,8 @@ from t2a_bringup.core.episode import (  # noqa: E402
 from t2a_control.core.controller import ControllerConfig  # noqa: E402
 from t2a_control.core.policy_runtime import PolicyRunner  # noqa: E402
 from t2a_perception.core.frames import depth_at_points  # noqa: E402
-from t2a_perception.core.predictor import TrackPredictor, sample_query_points  # noqa: E402
 from t2a_sim.core.tasks import SPLITS, tasks_of  # noqa: E402
-from training.residual_data import nominal_T_body_cam  # noqa: E402
+from training.residual_data import nominal_T_body_cam, predict_tracks  # noqa: E402
 from training.train_residual import TrackFeeder, grasp_offset  # noqa: E402
 
 # name -> (track source, controller mode, checkpoint flag)
@@ -101,15 +100,8 @@ _W: dict[str, Any] = {}
 def _init_worker(args: dict[str, Any]) -> None:
     torch.set_num_threads(1)  # one process per core; MuJoCo renders on the same core
     _W["args"] = args
-    _W["predictor"] = None
     _W["runners"] = {}
     _W["T_body_cam"] = nominal_T_body_cam()
-
-
-def _predictor() -> TrackPredictor:
-    if _W["predictor"] is None:
-        _W["predictor"] = TrackPredictor(_W["args"]["track_checkpoint"])
-    return _W["predictor"]
 
 
 def _runner(flag: str) -> PolicyRunner:
@@ -122,13 +114,11 @@ def _runner(flag: str) -> PolicyRunner:
     return _W["runners"][flag]
 
 
-def _model_tracks(ref: Reference) -> np.ndarray:
+def _model_tracks(ref: Reference) -> tuple[np.ndarray, np.ndarray]:
+    """``predict_tracks`` for run_episode: the shared prediction, plus the depths of P0."""
     a = _W["args"]
-    h, w = ref.rgb0.shape[:2]
-    p0 = sample_query_points(h, w, a["points"], "grid")
-    out = _predictor().predict(ref.rgb0, ref.goal_rgb, p0, a["samples"], "ddim", a["ddim_steps"],
-                               seed=0)  # fmt: skip
-    return out.tracks_px, depth_at_points(ref.depth0, p0)
+    tracks = predict_tracks(ref, a["track_checkpoint"], a["points"], a["samples"], a["ddim_steps"])
+    return tracks, depth_at_points(ref.depth0, tracks[0])
 
 
 def _run_job(job: tuple[str, str, int, tuple[str, ...]]) -> list[dict[str, Any]]:

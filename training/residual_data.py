@@ -408,17 +408,21 @@ def _crc(text: str) -> int:
 _PREDICTORS: dict[str, Any] = {}
 
 
-def predict_tracks(ref: Reference, checkpoint: str = "") -> np.ndarray:
-    """The track model's ``(H+1, 400, 2)`` tracks of a 20x20 grid on I0 towards the goal, as the
-    perception node and ``training/eval_closed_loop.py`` predict them (K=4, DDIM 10, seed 0)."""
+def predict_tracks(
+    ref: Reference, checkpoint: str = "", points: int = 400, samples: int = 4, steps: int = 10
+) -> np.ndarray:
+    """The track model's ``(H+1, points, 2)`` tracks of a grid on I0 towards the goal, as the
+    perception node predicts them with its defaults (400 points, K=4, DDIM 10, seed 0); the
+    predictor of each checkpoint is loaded once per process."""
     from t2a_perception.core.predictor import TrackPredictor, sample_query_points
 
     if checkpoint not in _PREDICTORS:
         default = Path(__file__).resolve().parents[1] / "ros2_ws/src/t2a_perception/models"
         _PREDICTORS[checkpoint] = TrackPredictor(checkpoint or default / "track_default")
     h, w = ref.rgb0.shape[:2]
-    p0 = sample_query_points(h, w, 400, "grid")
-    out = _PREDICTORS[checkpoint].predict(ref.rgb0, ref.goal_rgb, p0, 4, "ddim", 10, seed=0)
+    p0 = sample_query_points(h, w, points, "grid")
+    out = _PREDICTORS[checkpoint].predict(ref.rgb0, ref.goal_rgb, p0, samples, "ddim", steps,
+                                          seed=0)  # fmt: skip
     return out.tracks_px
 
 
