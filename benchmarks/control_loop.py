@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from common import emit_json, parser, print_table, stats_ms  # benchmarks/ is sys.path[0]
 
-from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.geometry import SIM_CAMERA_QUAT, SIM_CAMERA_XYZ, Intrinsics, pose_to_matrix
 from t2a_common.core.types import PLAN_OK, EEPlan, PointTrackSet
 from t2a_control.core.controller import Controller, ControllerConfig, Observation
 from t2a_control.core.driver import FakeArmDriver
@@ -83,7 +83,9 @@ def run_mode(mode: str, rate_hz: float, ticks: int) -> dict:
     horizon = PolicyConfig().horizon
     if mode != "open_loop":
         model = ResidualPolicy(PolicyConfig(), PolicyStats())
-        policy = PolicyRunner(model=model)
+        # The node's runner: P0 lifted into the body frame with the (sim) camera calibration.
+        T_body_cam = pose_to_matrix(SIM_CAMERA_XYZ, SIM_CAMERA_QUAT)
+        policy = PolicyRunner(model=model, T_body_cam=T_body_cam)
     plan = pull_plan(horizon + 1, period)
     controller = Controller(config, policy)
     controller.set_plan(plan)

@@ -21,6 +21,8 @@ import pytest
 import torch
 
 from t2a_bringup.core.episode import track_step_ticks
+from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.types import PointTrackSet
 from t2a_control.core.policy import (
     PolicyConfig,
     PolicyStats,
@@ -92,6 +94,11 @@ def fake_demo(split: str, task: str, seed: int, variant: int = 0, success: bool 
             np.float32
         ),
         "track_on_object": np.arange(N_POINTS) < N_POINTS // 2,
+        "tracks_depth_m": np.where(
+            np.arange(N_POINTS) % 5 == 4, np.nan, rng.uniform(0.5, 1.5, N_POINTS)
+        ).astype(np.float32),
+        "intrinsics": residual_data.intrinsics_array(Intrinsics.from_fov(CAM_W, CAM_H, 60.0)),
+        "T_body_cam": residual_data.nominal_T_body_cam(),
         "plan_poses": plan,
         "plan_times": np.arange(HORIZON + 1) * 0.2,
         "plan_pregrasp": plan[0],
@@ -198,8 +205,9 @@ class RecordingPolicy(ResidualPolicy):
         return super().predict_chunk(batch, goal_features)
 
 
-def test_a_sample_is_what_policy_runner_builds_from_the_same_tick(fake_root):
-    policy = tiny_policy()
+@pytest.mark.parametrize("point_xyz", [False, True])
+def test_a_sample_is_what_policy_runner_builds_from_the_same_tick(fake_root, point_xyz):
+    policy = tiny_policy(point_xyz=point_xyz)
     ds = dataset_of(fake_root, policy)
     index = 4
     d, t = ds.locate(index)
@@ -217,10 +225,22 @@ def test_a_sample_is_what_policy_runner_builds_from_the_same_tick(fake_root):
         "step": int(raw["step"][t]),
         "ee_pose": raw["hand"][t],
     }
+    runner_kw = {}
+    if point_xyz:  # what the controller node holds: PointTracks (depth of P0) + calibration
+        intr = residual_data.intrinsics_from_array(raw["intrinsics"])
+        obs["tracks"] = PointTrackSet(raw["tracks_px"], raw["tracks_depth_m"], intr)
+        runner_kw["T_body_cam"] = raw["T_body_cam"]
     model = RecordingPolicy(policy)
-    PolicyRunner(model=model).predict(obs)
+    PolicyRunner(model=model, **runner_kw).predict(obs)
     item = ds[index]
     seen = model.batch
+    if point_xyz:
+        torch.testing.assert_close(
+            seen["points_body"][0], item["points_body"], rtol=0, atol=1e-6, equal_nan=True
+        )
+        assert torch.isfinite(item["points_body"]).any()
+    else:
+        assert "points_body" not in item
     assert torch.equal(seen["image"][0], item["image"])
     assert torch.equal(model.encoded[0][0], item["goal"])  # the goal, encoded first
     assert torch.equal(seen["tracks"][0], item["tracks"])
@@ -236,6 +256,20 @@ def test_collate_pads_tracks_with_a_mask():
     assert batch["tracks"].shape == (2, 4, 5, 2)
     assert batch["track_mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
     assert torch.equal(batch["tracks"][0, :, 3:], a["tracks"][:, :1].expand(-1, 2, -1))
+    # Body-frame points are per point too: padded the same way, under the same mask.
+    a["points_body"], b["points_body"] = torch.rand(3, 3), torch.rand(5, 3)
+    batch = collate_residual([a, b])
+    assert batch["points_body"].shape == (2, 5, 3)
+    assert torch.equal(batch["points_body"][0, 3:], a["points_body"][:1].expand(2, -1))
+    assert torch.equal(batch["points_body"][1], b["points_body"])
+
+
+def test_demos_without_p0_depth_are_refused_by_a_point_xyz_policy():
+    demo = fake_demo("MG", "drawer_open", 0)
+    old = {k: v for k, v in demo.items() if k not in ("tracks_depth_m", "T_body_cam")}
+    residual_data.prepare_demo(old, tiny_policy(point_xyz=False))  # fine without point_xyz
+    with pytest.raises(ValueError, match=r"tracks_depth_m, T_body_cam.*record it again"):
+        residual_data.prepare_demo(old, tiny_policy(point_xyz=True))
 
 
 def test_same_seed_same_samples_and_augmentation_changes_with_the_epoch(fake_root):
@@ -244,7 +278,8 @@ def test_same_seed_same_samples_and_augmentation_changes_with_the_epoch(fake_roo
     b = dataset_of(fake_root, policy, augment=True, seed=3)
     for i in range(0, len(a), 5):
         x, y = a[i], b[i]
-        assert all(torch.equal(x[k], y[k]) for k in x)
+        for k in x:  # points_body holds NaN where P0 had no depth
+            torch.testing.assert_close(x[k], y[k], rtol=0, atol=0, equal_nan=True)
     b.set_epoch(1)
     assert any(not torch.equal(a[i]["image"], b[i]["image"]) for i in range(len(a)))
     plain = dataset_of(fake_root, policy)
@@ -447,7 +482,7 @@ TINY_FLAGS = [
     "--image-size", "32", "--encoder-width", "4", "--hidden-size", "32", "--depth", "1",
     "--num-heads", "2", "--num-points", "16", "--batch-size", "8", "--warmup-steps", "5",
     "--log-every", "10", "--eval-every", "25", "--save-every", "25", "--num-workers", "0",
-    "--threads", "1", "--no-progress", "--val-fraction", "0.34",
+    "--threads", "1", "--no-progress", "--val-fraction", "0.34", "--point-xyz",
 ]  # fmt: skip
 
 
@@ -483,15 +518,16 @@ def test_generate_train_export_and_run_closed_loop(sim_demos, tmp_path):
     assert len(evals) == 2 and all(r["cl_success"] != "" for r in evals)
     assert (out / "best" / "model.safetensors").is_file()
 
-    runner = PolicyRunner(export)
+    runner = PolicyRunner(export, T_body_cam=residual_data.nominal_T_body_cam())
     assert runner.action_mode == "residual" and runner.horizon == SMALL.horizon
+    assert runner.policy_config.point_xyz
     demo_cfg = residual_data.read_demo_config(sim_demos)
     cfg = demo_cfg.episode_config("drawer_open", "MG", 0, grasp_offset_m=(0.02, 0.0, 0.0))
     ref = expert_reference(cfg)
     result = run_episode(
         cfg, T_body_cam=residual_data.nominal_T_body_cam(),
         controller_cfg=ControllerConfig(mode="residual"),
-        policy=train_residual.TrackFeeder(runner, ref.tracks_px), reference=ref,
+        policy=train_residual.TrackFeeder(runner, ref), reference=ref,
     )  # fmt: skip
     assert "policy" not in result.message.lower(), result.message
     assert result.final_state in ("done", "failed") and len(result.executed_path) > 10

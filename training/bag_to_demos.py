@@ -72,6 +72,7 @@ from t2a_common.core.geometry import pose_to_matrix
 from t2a_control.core import kinematics, spot_arm
 from t2a_control.core.controller import STATES, ControllerConfig
 from t2a_control.core.policy import so3_log
+from t2a_perception.core.frames import depth_at_points
 from t2a_perception.core.predictor import POINT_MODES, TrackPredictor, sample_query_points
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.planner import plan_from_tracks
@@ -82,6 +83,7 @@ from training.residual_data import (
     FORMAT,
     DemoConfig,
     demo_path,
+    intrinsics_array,
     nominal_T_body_cam,
     save_demo,
     write_demo_index,
@@ -447,6 +449,10 @@ def convert_demo(
         "goal_rgb": np.ascontiguousarray(goal, np.uint8),
         "tracks_px": np.asarray(tracks, np.float32),
         "track_on_object": on_object,
+        # As the perception node publishes them with the tracks, and the calibration the plan used.
+        "tracks_depth_m": depth_at_points(depth0, np.asarray(tracks)[0]),
+        "intrinsics": intrinsics_array(intr),
+        "T_body_cam": cfg.T_body_cam,
         "plan_poses": np.asarray(plan.ee_poses, np.float64),
         "plan_times": np.asarray(plan.times_from_start, np.float64),
         "plan_pregrasp": np.asarray(plan.pregrasp_pose, np.float64),

@@ -57,7 +57,7 @@ from t2a_bringup.core.episode import (  # noqa: E402
 from t2a_control.core.controller import ControllerConfig  # noqa: E402
 from t2a_control.core.policy_runtime import PolicyRunner  # noqa: E402
 from t2a_perception.core.frames import depth_at_points  # noqa: E402
-from t2a_sim.core.tasks import SPLITS, tasks_of  # noqa: E402
+from t2a_sim.core.tasks import SPLITS, TASKS, tasks_of  # noqa: E402
 from training.residual_data import nominal_T_body_cam, predict_tracks  # noqa: E402
 from training.train_residual import TrackFeeder, grasp_offset  # noqa: E402
 
@@ -83,11 +83,16 @@ DEFAULT_CHECKPOINTS = {
 }
 
 
-def episodes(splits: list[str], per_split: int, first_seed: int) -> list[tuple[str, str, int]]:
-    """``(split, task, seed)`` for at least ``per_split`` episodes in each split."""
+def episodes(
+    splits: list[str], per_split: int, first_seed: int, only: list[str] | None = None
+) -> list[tuple[str, str, int]]:
+    """``(split, task, seed)`` for at least ``per_split`` episodes in each split (spread over
+    its tasks, or over those of them in ``only``)."""
     out = []
     for split in splits:
-        tasks = tasks_of(split)
+        tasks = [t for t in tasks_of(split) if not only or t in only]
+        if not tasks:
+            raise ValueError(f"split {split} has none of the tasks {only}: {tasks_of(split)}")
         for i in range(math.ceil(per_split / len(tasks))):
             out += [(split, task, first_seed + i) for task in tasks]
     return out
@@ -110,7 +115,7 @@ def _runner(flag: str) -> PolicyRunner:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{flag.replace('_', ' ')} {path} has no config.json: train "
                                     "it first (see the README's evaluation section)")  # fmt: skip
-        _W["runners"][flag] = PolicyRunner(path)
+        _W["runners"][flag] = PolicyRunner(path, T_body_cam=_W["T_body_cam"])
     return _W["runners"][flag]
 
 
@@ -135,8 +140,9 @@ def _run_job(job: tuple[str, str, int, tuple[str, ...]]) -> list[dict[str, Any]]
         if source == "model" and predicted is None:
             predicted = _model_tracks(ref)
         given = predicted if source == "model" else None
-        tracks = given[0] if given is not None else ref.tracks_px
-        policy = TrackFeeder(_runner(flag), tracks) if flag else None
+        policy = None
+        if flag:
+            policy = TrackFeeder(_runner(flag), ref, *(given or (None, None)))
         controller = ControllerConfig(mode=mode)
         result = run_episode(
             cfg, T_body_cam=_W["T_body_cam"], controller_cfg=controller, policy=policy,
@@ -194,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     p.add_argument("--episodes", type=int, default=20, help="episodes per split (>=)")
     p.add_argument("--first-seed", type=int, default=1000, help="first episode seed of each task")
+    p.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS),
+                   help="only these tasks of each split (default: all)")  # fmt: skip
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--grasp-offset-m", type=float, default=0.0,
                    help="horizontal grasp error added to every plan (m)")  # fmt: skip
@@ -211,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     done = {(r["split"], r["task"], r["seed"], r["method"]) for r in rows}
     jobs = []
-    for split, task, seed in episodes(args.splits, args.episodes, args.first_seed):
+    for split, task, seed in episodes(args.splits, args.episodes, args.first_seed, args.tasks):
         todo = tuple(m for m in args.methods if (split, task, seed, m) not in done)
         if todo:
             jobs.append((split, task, seed, todo))
@@ -238,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers > 1:
             pool.close()
             pool.join()
-    wanted = {(s, t, e) for s, t, e in episodes(args.splits, args.episodes, args.first_seed)}
+    wanted = set(episodes(args.splits, args.episodes, args.first_seed, args.tasks))
     rows = [r for r in rows if (r["split"], r["task"], r["seed"]) in wanted
             and r["method"] in args.methods]  # fmt: skip
     summary = summarize(rows, args.methods, args.splits)
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     note = (f"Seeds {seeds[0]}-{seeds[-1]} per task, grasp offset {args.grasp_offset_m} m; "
             f"`python training/eval_closed_loop.py --splits {' '.join(args.splits)} "
             f"--episodes {args.episodes} --first-seed {args.first_seed}"
+            + (f" --tasks {' '.join(args.tasks)}" if args.tasks else "")
             + (f" --grasp-offset-m {args.grasp_offset_m}" if args.grasp_offset_m else "")
             + "`") if rows else "no episodes"  # fmt: skip
     table = markdown(summary, args.methods, args.splits, note)

@@ -61,6 +61,9 @@ time                   (T,) float64            sim time of the tick (s)
 goal_rgb               (H, W, 3) uint8         goal image G (the expert's final frame)
 tracks_px              (H+1, N, 2) float32     ground-truth tracks of P0, pixels at W x H
 track_on_object        (N,) bool               point lies on the moved part
+tracks_depth_m         (N,) float32            depth of P0 in I0 (m, NaN = none), as PointTracks
+intrinsics             (6,) float64            width, height, fx, fy, cx, cy of I0 and the tracks
+T_body_cam             (4, 4) float64          the camera calibration the stack believes (nominal)
 plan_poses             (H+1, 4, 4) float64     the executed (perturbed) open-loop plan a_bar_k
 plan_times             (H+1,) float64          when the plan reaches each step (s from start)
 plan_pregrasp          (4, 4) float64          its pre-grasp pose
@@ -116,6 +119,7 @@ from t2a_bringup.core.episode import (
     sim_config,
 )
 from t2a_common.core.config import check, fields, from_dict, load_yaml, param, to_dict
+from t2a_common.core.geometry import Intrinsics
 from t2a_control.core import kinematics
 from t2a_control.core.controller import STATES, ControllerConfig
 from t2a_control.core.policy import (
@@ -126,7 +130,8 @@ from t2a_control.core.policy import (
     so3_exp,
     so3_log,
 )
-from t2a_control.core.policy_runtime import select_points
+from t2a_control.core.policy_runtime import points_in_body, select_points
+from t2a_perception.core.frames import depth_at_points
 from t2a_perception.core.predictor import pixels_to_normalized, resize_image
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan
@@ -509,8 +514,22 @@ def record_demos(
         )
         arrays = _demo_arrays(ref, trace, source, plan, expert_poses, closed, oracle, meta)
         arrays["tracks_px"] = np.asarray(tracks, np.float32)  # what the policy will see
+        # What PointTracks carries with them (depth of P0) and the calibration the stack believes.
+        arrays["tracks_depth_m"] = depth_at_points(ref.depth0, arrays["tracks_px"][0])
+        arrays["T_body_cam"] = np.asarray(T_body_cam, np.float64)
         out.append(arrays)
     return out
+
+
+def intrinsics_array(intr: Intrinsics) -> np.ndarray:
+    """``(6,)`` ``[width, height, fx, fy, cx, cy]`` of the camera of I0 and the tracks."""
+    return np.array([intr.width, intr.height, intr.fx, intr.fy, intr.cx, intr.cy], np.float64)
+
+
+def intrinsics_from_array(a: np.ndarray) -> Intrinsics:
+    """Inverse of :func:`intrinsics_array`."""
+    w, h, fx, fy, cx, cy = (float(v) for v in np.asarray(a).reshape(6))
+    return Intrinsics(round(w), round(h), fx, fy, cx, cy)
 
 
 def _demo_arrays(
@@ -534,6 +553,7 @@ def _demo_arrays(
         "goal_rgb": ref.goal_rgb,
         "tracks_px": ref.tracks_px.astype(np.float32),
         "track_on_object": np.asarray(ref.on_object, bool),
+        "intrinsics": intrinsics_array(ref.intrinsics),
         "plan_poses": np.asarray(plan.ee_poses, np.float64),
         "plan_times": np.asarray(plan.times_from_start, np.float64),
         "plan_pregrasp": np.asarray(plan.pregrasp_pose, np.float64),
@@ -561,6 +581,9 @@ def _failed_demo(ref: Reference, meta: dict[str, Any], why: str) -> dict[str, An
         "goal_rgb": ref.goal_rgb,
         "tracks_px": ref.tracks_px.astype(np.float32),
         "track_on_object": np.asarray(ref.on_object, bool),
+        "tracks_depth_m": np.full(ref.tracks_px.shape[1], np.nan, np.float32),
+        "intrinsics": intrinsics_array(ref.intrinsics),
+        "T_body_cam": np.eye(4),
         "plan_poses": empty,
         "plan_times": np.zeros(0),
         "plan_pregrasp": np.eye(4),
@@ -837,6 +860,7 @@ class Demo:
     images: np.ndarray  # (T, S, S, 3) uint8, resized like PolicyRunner does
     goal: np.ndarray  # (S, S, 3) uint8
     tracks: np.ndarray  # (H+1, M, 2) float32 normalised, the points PolicyRunner would pick
+    points_body: np.ndarray | None  # (M, 3) float32 their P0 in the body frame (point_xyz)
     plan_poses: np.ndarray  # (H+1, 4, 4) float32
     plan_gripper: np.ndarray  # (H+1,) float32, 1 = closed
     steps: np.ndarray  # (T,) int64
@@ -868,8 +892,22 @@ def prepare_demo(
     steps = np.asarray(arrays["step"]).astype(np.int64)
     if steps.size and (steps.min() < 0 or steps.max() > H):
         raise ValueError(f"demo {key} has plan steps outside 0..{H}: {sorted(set(steps))}")
-    tracks = pixels_to_normalized(np.asarray(arrays["tracks_px"]), width, height)  # (H+1, N, 2)
-    tracks = tracks[:, select_points(tracks, policy.num_points)]
+    tracks_px = np.asarray(arrays["tracks_px"])  # (H+1, N, 2)
+    tracks = pixels_to_normalized(tracks_px, width, height)
+    chosen = select_points(tracks, policy.num_points)
+    tracks = tracks[:, chosen]
+    points_body = None
+    if policy.point_xyz:
+        missing = [k for k in ("tracks_depth_m", "intrinsics", "T_body_cam") if k not in arrays]
+        if missing:
+            raise ValueError(
+                f"demo {key} has no {', '.join(missing)}, which a policy with point_xyz needs; "
+                "it was recorded by an older residual_data.py / bag_to_demos.py: record it again"
+            )
+        points_body = points_in_body(
+            tracks_px[0], arrays["tracks_depth_m"], intrinsics_from_array(arrays["intrinsics"]),
+            arrays["T_body_cam"],
+        )[chosen].astype(np.float32)  # fmt: skip
     grasp_step = int(arrays["grasp_step"])
     return Demo(
         key=key,
@@ -878,6 +916,7 @@ def prepare_demo(
         else np.zeros((0, S, S, 3), np.uint8),
         goal=resize_image(np.asarray(arrays["goal_rgb"]), S),
         tracks=np.ascontiguousarray(tracks, dtype=np.float32),
+        points_body=points_body,
         plan_poses=plan.astype(np.float32),
         plan_gripper=(np.arange(H + 1) >= grasp_step).astype(np.float32),
         steps=steps,
@@ -906,7 +945,8 @@ class ResidualDataset(Dataset):
 
     Items: ``image``, ``goal`` ``(3, S, S)`` uint8; ``tracks`` ``(H+1, M, 2)`` float32;
     ``plan_poses`` ``(H+1, 4, 4)``, ``plan_gripper`` ``(H+1,)``, ``hand`` ``(4, 4)`` float32;
-    ``step`` () int64; ``action`` ``(h, action_dim)`` float32 raw targets (``action_targets`` of
+    ``step`` () int64; ``points_body`` ``(M, 3)`` float32 (``point_xyz`` only); ``action``
+    ``(h, action_dim)`` float32 raw targets (``action_targets`` of
     the policy's mode, chunked by ``action_chunks`` and read at the tick's plan step);
     ``action_mask`` ``(h,)`` bool; ``demo`` () int64.
     """
@@ -961,7 +1001,7 @@ class ResidualDataset(Dataset):
         image = demo.images[t]
         if self.augment and self.data.shift_px > 0:
             image = random_shift(image, self.data.shift_px, self._rng(index))
-        return {
+        item = {
             "image": _chw(image),
             "goal": _chw(demo.goal),
             "tracks": torch.from_numpy(demo.tracks),
@@ -973,6 +1013,9 @@ class ResidualDataset(Dataset):
             "action_mask": torch.from_numpy(self.chunk_masks[d][step]),
             "demo": torch.tensor(d, dtype=torch.long),
         }
+        if demo.points_body is not None:
+            item["points_body"] = torch.from_numpy(demo.points_body)
+        return item
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
@@ -1004,19 +1047,24 @@ def _chw(image: np.ndarray) -> torch.Tensor:
 def collate_residual(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack items into a ``compute_loss`` batch; pads tracks to the largest point count.
 
-    Padding repeats a sample's first point and is masked out by ``track_mask`` ``(B, M)``.
+    Padding repeats a sample's first point (track and ``points_body``) and is masked out by
+    ``track_mask`` ``(B, M)``.
     """
     n = max(int(it["tracks"].shape[1]) for it in items)
-    tracks, masks = [], []
+    per_point = [k for k in ("tracks", "points_body") if k in items[0]]
+    padded: dict[str, list[torch.Tensor]] = {k: [] for k in per_point}
+    masks = []
     for it in items:
-        tr = it["tracks"]  # (H+1, m, 2)
-        m = tr.shape[1]
-        if m < n:
-            tr = torch.cat([tr, tr[:, :1].expand(-1, n - m, -1)], dim=1)
-        tracks.append(tr)
+        m = it["tracks"].shape[1]
+        for k in per_point:
+            x = it[k]  # tracks (H+1, m, 2), points_body (m, 3): the point axis is -2
+            if m < n:
+                first = x.narrow(-2, 0, 1)
+                x = torch.cat([x, first.expand(*first.shape[:-2], n - m, -1)], dim=-2)
+            padded[k].append(x)
         masks.append(torch.arange(n) < m)
-    batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "tracks"}
-    batch["tracks"] = torch.stack(tracks)
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k not in per_point}
+    batch.update({k: torch.stack(v) for k, v in padded.items()})
     batch["track_mask"] = torch.stack(masks)
     return batch
 

@@ -59,6 +59,7 @@ if __package__ in (None, ""):  # run as a script: make the workspace root import
 
 from t2a_bringup.core.episode import Reference, expert_reference, run_episode
 from t2a_common.core.config import check, nested, param
+from t2a_common.core.types import PointTrackSet
 from t2a_control.core.controller import ControllerConfig
 from t2a_control.core.policy import (
     ACTION_MODES,
@@ -71,6 +72,7 @@ from t2a_control.core.policy import (
     save_checkpoint,
 )
 from t2a_control.core.policy_runtime import PolicyRunner
+from t2a_perception.core.frames import depth_at_points
 from training import engine
 from training.residual_data import (
     DemoConfig,
@@ -264,18 +266,29 @@ class TrackFeeder:
     """The controller's ``Policy``: ``PolicyRunner`` plus the episode's tracks.
 
     The in-process sim loop hands the policy no tracks (its observation's ``tracks`` is None);
-    on the robot the controller node gets them from the perception topic.
+    on the robot the controller node gets them from the perception topic. Like that topic, the
+    feeder gives a ``PointTrackSet``: ``tracks_px`` (default: the ground truth of ``ref``), the
+    depth of their P0 in I0 (default: read off ``ref.depth0``) and I0's intrinsics.
     """
 
-    def __init__(self, runner: PolicyRunner, tracks_px: np.ndarray) -> None:
+    def __init__(
+        self,
+        runner: PolicyRunner,
+        ref: Reference,
+        tracks_px: np.ndarray | None = None,
+        depth_m: np.ndarray | None = None,
+    ) -> None:
         self.runner = runner
-        self.tracks_px = np.asarray(tracks_px)
+        tracks = np.asarray(ref.tracks_px if tracks_px is None else tracks_px, np.float32)
+        if depth_m is None:
+            depth_m = depth_at_points(ref.depth0, tracks[0])
+        self.tracks = PointTrackSet(tracks_px=tracks, depth_m=depth_m, intrinsics=ref.intrinsics)
 
     def reset(self) -> None:
         self.runner.reset()
 
     def predict(self, obs: dict[str, Any]) -> dict[str, Any]:
-        return self.runner.predict({**obs, "tracks": self.tracks_px})
+        return self.runner.predict({**obs, "tracks": self.tracks})
 
 
 def grasp_offset(task: str, seed: int, length_m: float) -> tuple[float, float, float]:
@@ -348,7 +361,8 @@ class ClosedLoopEval:
         failures: dict[str, int] = {}
 
         def policy_for(ref: Reference) -> TrackFeeder:
-            return TrackFeeder(PolicyRunner(model=model, device=device), ref.tracks_px)
+            runner = PolicyRunner(model=model, device=device, T_body_cam=self.T_body_cam)
+            return TrackFeeder(runner, ref)
 
         mode = model.config.action_mode
         metrics = {

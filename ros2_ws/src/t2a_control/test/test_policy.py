@@ -42,6 +42,7 @@ from t2a_control.core.policy_runtime import (
     PolicyRunner,
     RunnerConfig,
     mean_rotation,
+    points_in_body,
     select_points,
 )
 
@@ -54,6 +55,7 @@ TINY = PolicyConfig(
     horizon=4,
     chunk_size=3,
     num_points=16,
+    point_xyz=False,  # the tests of the point_xyz path turn it on
 )
 MODES = ("residual", "absolute")
 
@@ -352,6 +354,23 @@ def test_track_mask_and_point_order():
     torch.testing.assert_close(padded, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_point_xyz_tokens_carry_the_body_frame_points():
+    model = tiny_model(point_xyz=True)
+    batch = random_batch(model.config, batch=1, num_points=6)
+    with pytest.raises(ValueError, match="points_body must have shape"):
+        model.predict_chunk(batch)
+    pts = torch.tensor([[[0.8, 0.0, 0.1]] * 6])
+    ref = model.predict_chunk({**batch, "points_body": pts})["action"]
+    # The network sees where the points are: a 4 cm shift of the object changes the output.
+    moved = model.predict_chunk({**batch, "points_body": pts + torch.tensor([0.0, 0.04, 0.0])})
+    assert (moved["action"] - ref).abs().max() > 1e-4
+    # Unknown depth (NaN) is a flag, not a NaN in the network.
+    holes = pts.clone()
+    holes[0, :3] = float("nan")
+    out = model.predict_chunk({**batch, "points_body": holes})["action"]
+    assert torch.isfinite(out).all() and (out - ref).abs().max() > 1e-6
+
+
 def test_determinism():
     a, b = tiny_model(seed=3), tiny_model(seed=3)
     batch = random_batch(TINY)
@@ -469,6 +488,45 @@ def test_runner_takes_any_number_of_points_and_array_tracks():
     half_px = (as_array["tracks"] + 0.5) / 2 - 0.5
     half = {**as_array, "tracks": half_px, "tracks_image_size": (320, 240)}
     np.testing.assert_allclose(runner.predict(half)["delta"], few["delta"], atol=1e-6)
+
+
+def test_points_in_body_back_projects_and_marks_missing_depth():
+    intr = Intrinsics.from_fov(640, 480, 60.0)
+    rng = np.random.default_rng(0)
+    T_body_cam = random_poses(rng)
+    p_cam = rng.uniform([-0.5, -0.4, 0.5], [0.5, 0.4, 2.0], size=(50, 3))
+    uv = intr.project(p_cam)
+    depth = p_cam[:, 2].copy()
+    depth[[3, 7]] = [np.nan, 0.0]  # a hole, and RealSense's "no data"
+    out = points_in_body(uv, depth, intr, T_body_cam)
+    expected = p_cam @ T_body_cam[:3, :3].T + T_body_cam[:3, 3]
+    ok = np.ones(50, bool)
+    ok[[3, 7]] = False
+    np.testing.assert_allclose(out[ok], expected[ok], atol=1e-9)
+    assert np.isnan(out[~ok]).all()
+
+
+def test_runner_lifts_point_tracks_for_a_point_xyz_model():
+    model = tiny_model(point_xyz=True)
+    obs = runner_obs(TINY, num_points=40)
+    T_body_cam = random_poses(np.random.default_rng(1))
+    with pytest.raises(ValueError, match="trained with point_xyz"):
+        PolicyRunner(model=model).predict(obs)  # tracks but no calibration
+    with pytest.raises(ValueError, match="trained with point_xyz"):
+        array_tracks = {**obs, "tracks": np.asarray(obs["tracks"].tracks_px)}
+        PolicyRunner(model=model, T_body_cam=T_body_cam).predict(array_tracks)  # no depth
+    lifted = PolicyRunner(model=model, T_body_cam=T_body_cam).predict(obs)
+    tr = obs["tracks"]
+    pts = points_in_body(tr.tracks_px[0], tr.depth_m, tr.intrinsics, T_body_cam)
+    given = PolicyRunner(model=model).predict({**obs, "points_body": pts})
+    np.testing.assert_allclose(lifted["delta"], given["delta"], atol=1e-6)
+    per_obs = PolicyRunner(model=model).predict({**obs, "T_body_cam": T_body_cam})
+    np.testing.assert_allclose(per_obs["delta"], given["delta"], atol=1e-6)
+    shifted = pts + np.array([0.0, 0.05, 0.0])
+    elsewhere = PolicyRunner(model=model).predict({**obs, "points_body": shifted})
+    assert np.abs(elsewhere["delta"] - given["delta"]).max() > 1e-6
+    with pytest.raises(ValueError, match=r"points_body must be \(40, 3\)"):
+        PolicyRunner(model=model).predict({**obs, "points_body": pts[:10]})
 
 
 def test_runner_accepts_the_controller_key_names():
@@ -592,7 +650,7 @@ def test_mean_rotation_and_point_selection():
 def test_default_config_latency_report(tmp_path, capsys):
     torch.manual_seed(0)
     model = ResidualPolicy(PolicyConfig())
-    runner = PolicyRunner(model=model)
+    runner = PolicyRunner(model=model, T_body_cam=random_poses(np.random.default_rng(0)))
     obs = runner_obs(model.config)
     for _ in range(3):
         runner.predict(obs)

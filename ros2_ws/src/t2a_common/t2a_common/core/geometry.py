@@ -12,6 +12,18 @@ import dataclasses
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+# Nominal extrinsics T_body_cam of t2a_sim's front camera (optical frame in body), the default
+# calibration of every node that lifts pixels into the body frame (planner, residual_controller);
+# test_planner_node checks they match the sim. On the robot, set the nodes' camera_xyz /
+# camera_quat_xyzw from the calibration.
+SIM_CAMERA_XYZ = (0.45, -0.14, 0.06)  # m
+SIM_CAMERA_QUAT = (  # x, y, z, w
+    -0.6209609477998338,
+    0.48514786313799824,
+    -0.3790390522001661,
+    0.48514786313799824,
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Intrinsics:

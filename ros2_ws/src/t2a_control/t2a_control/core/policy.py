@@ -9,10 +9,10 @@ Architecture (a DiT-style transformer, as in the paper's appendix 6.4, on CPU-si
 
 - tokens: the current image and the goal (one shared ResNet-18/GroupNorm encoder plus a learned
   image-type embedding), the current hand pose, one token per track point (its whole normalised
-  ``(H+1) x 2`` track through an MLP; no positional embedding, so any number of points in any
-  order), one token per open-loop waypoint ``a_bar_k`` (position, 6D rotation, planned gripper,
-  plus embeddings of its index ``k`` and of its offset ``k - t`` from the current step), and ``h``
-  learned action queries;
+  ``(H+1) x 2`` track through an MLP, with ``point_xyz`` also its P0 lifted into the body frame;
+  no positional embedding, so any number of points in any order), one token per open-loop
+  waypoint ``a_bar_k`` (position, 6D rotation, planned gripper, plus embeddings of its index
+  ``k`` and of its offset ``k - t`` from the current step), and ``h`` learned action queries;
 - conditioning ``c = MLP([z_t, z_g]) + emb(t)`` (the paper's sum of image and time-step
   embeddings) enters every block through adaLN-Zero;
 - the ``h`` query tokens are read off through an adaLN final layer into the action chunk.
@@ -90,6 +90,12 @@ class PolicyConfig:
     action_mode: str = param("residual", f"what a step predicts, one of {ACTION_MODES}")
     use_plan: bool = param(
         True, "feed the open-loop plan as tokens (False: the paper's no-plan absolute ablation)"
+    )
+    point_xyz: bool = param(
+        True,
+        "each track token also gets its P0 lifted into the body frame (depth of P0 and the "
+        "camera calibration), the frame of the plan and the hand: a misplaced grasp is then a "
+        "difference of two inputs instead of a projection the network must learn",
     )
     workspace_center_m: tuple[float, ...] = param(
         (0.7, 0.0, 0.2), "body-frame point subtracted from hand/plan positions (m)"
@@ -434,7 +440,9 @@ class ResidualPolicy(nn.Module):
         self.cond_embedder = _mlp(2 * F_img, D)
         self.step_cond = nn.Embedding(H + 1, D)
         self.hand_embedder = _mlp(9, D)
-        self.track_embedder = _mlp(2 * (H + 1), D)
+        # A track: (H+1) x 2 normalised pixels; with point_xyz also P0 in the body frame
+        # (workspace-normalised) and a flag saying whether its depth was known.
+        self.track_embedder = _mlp(2 * (H + 1) + (4 if config.point_xyz else 0), D)
         if config.use_plan:
             self.waypoint_embedder = _mlp(10, D)
             self.waypoint_index = nn.Embedding(H + 1, D)
@@ -503,6 +511,7 @@ class ResidualPolicy(nn.Module):
         step: torch.Tensor,
         hand: torch.Tensor,
         track_mask: torch.Tensor | None = None,
+        points_body: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One network evaluation in normalised action units.
 
@@ -514,6 +523,8 @@ class ResidualPolicy(nn.Module):
             step: ``(B,)`` long, index of the current tick's plan step, in [0, H].
             hand: ``(B, 4, 4)`` current ``T_body_tool``.
             track_mask: ``(B, N)`` bool, False for padded points; None = all real.
+            points_body: ``(B, N, 3)`` P0 of each track in the body frame (m), NaN where its
+                depth is unknown; required when ``point_xyz``, ignored otherwise.
 
         Returns:
             ``(B, h, action_dim)``: normalised pose part, then the gripper logit.
@@ -522,7 +533,13 @@ class ResidualPolicy(nn.Module):
         B, Hp1, N, _ = tracks.shape  # (B, H+1, N, 2)
         img = self.image_proj(torch.stack([z_image, z_goal], dim=1)) + self.image_type  # (B, 2, D)
         hand_tok = self.hand_embedder(self.pose_features(hand))[:, None]  # (B, 1, D)
-        track_tok = self.track_embedder(tracks.permute(0, 2, 1, 3).reshape(B, N, 2 * Hp1))
+        track_in = tracks.permute(0, 2, 1, 3).reshape(B, N, 2 * Hp1)  # (B, N, 2(H+1))
+        if cfg.point_xyz:
+            known = torch.isfinite(points_body).all(-1, keepdim=True)  # (B, N, 1)
+            xyz = (points_body - self.workspace_center) / cfg.workspace_scale_m
+            xyz = torch.where(known, xyz, torch.zeros_like(xyz))  # (B, N, 3)
+            track_in = torch.cat([track_in, xyz, known.to(xyz.dtype)], dim=-1)
+        track_tok = self.track_embedder(track_in)
         parts = [img, hand_tok, track_tok]  # track_tok: (B, N, D)
         if cfg.use_plan:
             k = torch.arange(Hp1, device=tracks.device)  # (H+1,)
@@ -602,6 +619,7 @@ class ResidualPolicy(nn.Module):
             batch["step"],
             batch["hand"],
             batch.get("track_mask"),
+            batch.get("points_body"),
         )
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -610,7 +628,8 @@ class ResidualPolicy(nn.Module):
         ``batch`` holds ``image``, ``goal`` ``(B, 3, S, S)``; ``tracks`` ``(B, H+1, N, 2)``
         normalised; optional ``track_mask`` ``(B, N)``; ``plan_poses`` ``(B, H+1, 4, 4)`` and
         ``plan_gripper`` ``(B, H+1)`` (when ``use_plan``); ``step`` ``(B,)`` long; ``hand``
-        ``(B, 4, 4)``; ``action`` ``(B, h, action_dim)`` raw targets (:func:`action_chunks` of
+        ``(B, 4, 4)``; ``points_body`` ``(B, N, 3)`` (when ``point_xyz``); ``action``
+        ``(B, h, action_dim)`` raw targets (:func:`action_chunks` of
         :func:`action_targets`); optional ``action_mask`` ``(B, h)`` bool.
 
         Pose terms are MSE in normalised units (residual: translation and rotation vector, each
@@ -716,6 +735,8 @@ class ResidualPolicy(nn.Module):
             shapes.update({"plan_poses": (B, Hp1, 4, 4), "plan_gripper": (B, Hp1)})
         if batch.get("track_mask") is not None:
             shapes["track_mask"] = (B, tracks.shape[2])
+        if cfg.point_xyz:
+            shapes["points_body"] = (B, tracks.shape[2], 3)
         for name, shape in shapes.items():
             value = batch.get(name)
             if value is None or tuple(value.shape) != shape:
@@ -777,6 +798,6 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         directory,
         f"depth={c.depth}, hidden_size={c.hidden_size}, encoder_width={c.encoder_width}, "
         f"horizon={c.horizon}, chunk_size={c.chunk_size}, action_mode={c.action_mode!r}, "
-        f"use_plan={c.use_plan}",
+        f"use_plan={c.use_plan}, point_xyz={c.point_xyz}",
     )
     return model.to(device).eval()

@@ -18,7 +18,11 @@ Observation keys (aliases in brackets are the names ``t2a_control.core.controlle
   plan step from which the gripper is closed (how ``EEPlan`` encodes it). Not needed when the
   model was trained without the plan;
 - ``"step"``: int in ``[0, H]``, the plan step of this tick;
-- ``"hand"`` [``"ee_pose"``]: ``(4, 4)`` current ``T_body_tool``.
+- ``"hand"`` [``"ee_pose"``]: ``(4, 4)`` current ``T_body_tool``;
+- only for a model with ``point_xyz``: ``"points_body"`` ``(N, 3)`` P0 of every track in the body
+  frame (m, NaN = unknown depth), or else ``"tracks"`` as a ``PointTrackSet`` (it carries the
+  depth of P0 and the intrinsics), lifted with the runner's ``T_body_cam`` (or the
+  observation's ``"T_body_cam"``), see :func:`points_in_body`.
 
 Output: see :meth:`PolicyRunner.predict`.
 """
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 
 from t2a_common.core.config import check, param
+from t2a_common.core.geometry import Intrinsics, transform_points
 from t2a_common.core.types import PointTrackSet
 from t2a_control.core.policy import (
     ResidualPolicy,
@@ -81,6 +86,9 @@ class PolicyRunner:
         model: an in-memory :class:`ResidualPolicy` (e.g. during training or in tests).
         device: torch device to run on.
         config: inference options (temporal ensembling).
+        T_body_cam: ``(4, 4)`` camera calibration, to lift a ``PointTrackSet``'s P0 into the body
+            frame for a model with ``point_xyz`` (the planner's ``camera_xyz`` /
+            ``camera_quat_xyzw``).
     """
 
     def __init__(
@@ -90,9 +98,13 @@ class PolicyRunner:
         model: ResidualPolicy | None = None,
         device: str | torch.device = "cpu",
         config: RunnerConfig | None = None,
+        T_body_cam: np.ndarray | None = None,
     ) -> None:
         if (checkpoint_dir is None) == (model is None):
             raise ValueError("give exactly one of checkpoint_dir or model")
+        self.T_body_cam = (
+            None if T_body_cam is None else _check_pose("T_body_cam", T_body_cam, (4, 4))
+        )
         self.device = torch.device(device)
         if model is None:
             model = load_checkpoint(checkpoint_dir, self.device)
@@ -165,6 +177,8 @@ class PolicyRunner:
         if cfg.use_plan:
             batch["plan_poses"] = self._tensor(plan)[None]
             batch["plan_gripper"] = self._tensor(_plan_gripper(obs, H))[None]
+        if cfg.point_xyz:
+            batch["points_body"] = self._tensor(self._points_body(obs)[self._points])[None]
         out = self.model.predict_chunk(batch, goal_features=self._goal(goal))
         chunk = out["action"][0].double().cpu().numpy()  # (h, pose_dim)
         closed_chunk = out["gripper_closed"][0].double().cpu().numpy()  # (h,)
@@ -236,6 +250,28 @@ class PolicyRunner:
             self._points_src = tracks
         return tracks[:, self._points]
 
+    def _points_body(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """``(N, 3)`` P0 of every track (before the point choice) in the body frame."""
+        n = self._points_src.shape[1]  # set by _tracks
+        if obs.get("points_body") is not None:
+            pts = np.asarray(obs["points_body"])
+            if pts.dtype.kind not in "fiu" or pts.shape != (n, 3):
+                raise ValueError(
+                    f"points_body must be ({n}, 3) body-frame positions (m) of the {n} tracks' "
+                    f"P0, got {pts.dtype} {pts.shape}"
+                )
+            return pts.astype(np.float64)
+        tracks = obs.get("tracks")
+        T = obs.get("T_body_cam", self.T_body_cam)
+        if not isinstance(tracks, PointTrackSet) or T is None:
+            raise ValueError(
+                "this policy was trained with point_xyz: give 'points_body' (N, 3), or 'tracks' "
+                "as a PointTrackSet (depth of P0) and the camera calibration T_body_cam "
+                f"(runner argument or observation); got keys {sorted(obs)}"
+            )
+        T = _check_pose("T_body_cam", T, (4, 4))
+        return points_in_body(tracks.tracks_px[0], tracks.depth_m, tracks.intrinsics, T)
+
     # ---------------------------------------------------------------------------------------
     # Temporal ensembling (ACT, Zhao et al. 2023)
     # ---------------------------------------------------------------------------------------
@@ -270,6 +306,21 @@ class PolicyRunner:
             rotation = mean_rotation(rotation_from_6d(rows_a[:, 3:9]), w)
             action = np.concatenate([position, rotation_to_6d(rotation)])
         return action, float(w @ np.asarray(closed))
+
+
+def points_in_body(
+    points_px: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, T_body_cam: np.ndarray
+) -> np.ndarray:
+    """``(N, 2)`` pixels with ``(N,)`` depths along the optical axis (m) -> ``(N, 3)`` points in
+    the body frame; NaN rows where the depth is missing or not positive (what ``PointTracks``
+    carries for P0, with the stack's camera calibration)."""
+    uv = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
+    z = np.asarray(depth_m, dtype=np.float64).reshape(-1)
+    if z.shape != (len(uv),):
+        raise ValueError(f"depth_m must have one entry per point ({len(uv)}), got {z.shape}")
+    with np.errstate(invalid="ignore"):
+        z = np.where(np.isfinite(z) & (z > 0), z, np.nan)
+    return transform_points(np.asarray(T_body_cam, np.float64), intrinsics.backproject(uv, z))
 
 
 def select_points(tracks: np.ndarray, num_points: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
 from t2a_common.core.config import check, nested, param
+from t2a_common.core.geometry import SIM_CAMERA_QUAT, SIM_CAMERA_XYZ, pose_to_matrix
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
 from t2a_control.core.controller import Command, Controller, ControllerConfig, Observation
@@ -83,6 +84,12 @@ class ResidualControllerNodeConfig:
     bosdyn: BosdynConnectionConfig = nested(BosdynConnectionConfig, "driver bosdyn: connection")
     color_topic: str = param("/camera/camera/color/image_raw", "live colour image I_t")
     body_frame_id: str = param("body", "frame of ee_goal")
+    camera_xyz: tuple[float, ...] = param(
+        SIM_CAMERA_XYZ, "T_body_cam translation (m), as the planner's: lifts P0 for the policy"
+    )
+    camera_quat_xyzw: tuple[float, ...] = param(
+        SIM_CAMERA_QUAT, "T_body_cam rotation, quaternion x y z w (optical frame in body)"
+    )
     policy_checkpoint: str = param(
         "",
         "policy directory (config.json + model.safetensors) for modes residual / absolute; '' = "
@@ -94,6 +101,11 @@ class ResidualControllerNodeConfig:
     control: ControllerConfig = nested(ControllerConfig, "the control loop")
 
     def __post_init__(self) -> None:
+        check(len(self.camera_xyz) == 3, f"camera_xyz needs 3 values (m), got {self.camera_xyz}")
+        check(
+            len(self.camera_quat_xyzw) == 4,
+            f"camera_quat_xyzw needs 4 values, got {self.camera_quat_xyzw}",
+        )
         check(
             self.driver in DRIVERS,
             f"driver = {self.driver!r}, expected one of {', '.join(DRIVERS)}",
@@ -103,6 +115,10 @@ class ResidualControllerNodeConfig:
             "mode 'absolute' needs policy_checkpoint (a policy trained with --action-mode "
             "absolute; only a residual policy is shipped)",
         )
+
+    @property
+    def T_body_cam(self) -> np.ndarray:
+        return pose_to_matrix(self.camera_xyz, self.camera_quat_xyzw)
 
 
 def resolve_policy_checkpoint(path: str) -> Path:
@@ -129,7 +145,7 @@ class ResidualControllerNode(Node):
             # barrier waits), and the 5 Hz loop shares the machine with the other nodes.
             torch.set_num_threads(1)
             path = resolve_policy_checkpoint(cfg.policy_checkpoint)
-            policy = PolicyRunner(path)
+            policy = PolicyRunner(path, T_body_cam=cfg.T_body_cam)
             trained = policy.policy_config.action_mode
             if trained != cfg.control.mode:
                 raise ValueError(

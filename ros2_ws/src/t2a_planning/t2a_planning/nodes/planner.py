@@ -23,7 +23,7 @@ from visualization_msgs.msg import MarkerArray
 
 from t2a_common import ros_conv
 from t2a_common.core.config import check, nested, param
-from t2a_common.core.geometry import pose_to_matrix
+from t2a_common.core.geometry import SIM_CAMERA_QUAT, SIM_CAMERA_XYZ, pose_to_matrix
 from t2a_common.core.types import PLAN_BAD_INPUT, EEPlan
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
@@ -33,16 +33,6 @@ from t2a_msgs.msg import PointTracks
 from t2a_planning import ros_conv as plan_conv
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.planner import plan_from_tracks
-
-# Nominal extrinsics of t2a_sim's front camera (test_planner_node checks they match the sim);
-# on the robot, set camera_xyz / camera_quat_xyzw from the calibration.
-SIM_CAMERA_XYZ = (0.45, -0.14, 0.06)
-SIM_CAMERA_QUAT = (
-    -0.6209609477998338,
-    0.48514786313799824,
-    -0.3790390522001661,
-    0.48514786313799824,
-)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,41 @@
+"""The closed-loop evaluation's bookkeeping: which episodes it runs and how it counts them."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.eval_closed_loop import LABELS, episodes, markdown, summarize
+
+
+def test_episodes_cover_each_split_evenly_from_the_first_seed():
+    eps = episodes(["MG", "CG"], 6, 1000)
+    mg = [e for e in eps if e[0] == "MG"]
+    cg = [e for e in eps if e[0] == "CG"]
+    assert len(mg) == 10 and len(cg) == 6  # 5 MG tasks x 2 seeds, 3 CG tasks x 2 seeds
+    assert {s for _, _, s in eps} == {1000, 1001}
+    assert len(set(eps)) == len(eps)
+
+
+def test_episodes_of_some_tasks_only():
+    eps = episodes(["MG", "G"], 6, 1000, ["drawer_open", "box_push"])
+    assert {t for _, t, _ in eps} == {"drawer_open", "box_push"}
+    assert len(eps) == 12  # per split: 2 tasks x 3 seeds
+    with pytest.raises(ValueError, match="split TG has none of the tasks"):
+        episodes(["TG"], 3, 1000, ["drawer_open"])
+
+
+def test_summary_counts_successes_and_failures_per_split():
+    rows = [
+        {"split": "MG", "method": "gt_open_loop", "success": True, "failure": ""},
+        {"split": "MG", "method": "gt_open_loop", "success": False, "failure": "grasp_missed"},
+        {"split": "G", "method": "gt_open_loop", "success": False, "failure": "timeout"},
+        {"split": "G", "method": "gt_residual", "success": True, "failure": ""},
+    ]
+    s = summarize(rows, ["gt_open_loop", "gt_residual"], ["MG", "G"])
+    assert s["gt_open_loop"]["MG"]["successes"] == 1 and s["gt_open_loop"]["MG"]["episodes"] == 2
+    assert s["gt_open_loop"]["all"]["failures"] == {"grasp_missed": 1, "timeout": 1}
+    assert s["gt_residual"]["all"]["success_rate"] == 1.0
+    assert s["gt_residual"]["MG"]["episodes"] == 0
+    table = markdown(s, ["gt_open_loop", "gt_residual"], ["MG", "G"], "note")
+    assert f"| {LABELS['gt_open_loop']} | 50% (1/2) | 0% (0/1) | 33% (1/3) |" in table
+    assert f"| {LABELS['gt_residual']} | - | 100% (1/1) | 100% (1/1) |" in table
