@@ -40,7 +40,7 @@ test-slow: setup  ## training smoke runs and long evaluations
 bench: setup  ## run every benchmark in benchmarks/ (each prints a table)
 	@set -e; for b in benchmarks/[a-z]*.py; do echo "=== $$b"; $(ENV) python $$b; done
 
-eval: setup  ## closed-loop evaluation table (20+ episodes per split and method, both cores; ~4 min)
+eval: setup  ## closed-loop evaluation table (20+ episodes per split and method, both cores; ~3 min)
 	@$(ENV) python training/eval_closed_loop.py --splits MG G CG TG --episodes 20 --workers $(JOBS) --out runs/eval_closed_loop
 
 lock: setup  ## re-pin requirements/lock.txt from the current venv

@@ -55,7 +55,7 @@ from t2a_bringup.core.episode import (  # noqa: E402
     run_episode,
 )
 from t2a_control.core.controller import ControllerConfig  # noqa: E402
-from t2a_control.core.policy_runtime import PolicyRunner  # noqa: E402
+from t2a_control.core.policy_runtime import PolicyRunner, RunnerConfig  # noqa: E402
 from t2a_perception.core.frames import depth_at_points  # noqa: E402
 from t2a_sim.core.tasks import SPLITS, TASKS, tasks_of  # noqa: E402
 from training.residual_data import nominal_T_body_cam, predict_tracks  # noqa: E402
@@ -115,7 +115,8 @@ def _runner(flag: str) -> PolicyRunner:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{flag.replace('_', ' ')} {path} has no config.json: train "
                                     "it first (see the README's evaluation section)")  # fmt: skip
-        _W["runners"][flag] = PolicyRunner(path, T_body_cam=_W["T_body_cam"])
+        runner_cfg = RunnerConfig(temporal_ensemble=_W["args"]["temporal_ensemble"])
+        _W["runners"][flag] = PolicyRunner(path, T_body_cam=_W["T_body_cam"], config=runner_cfg)
     return _W["runners"][flag]
 
 
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="horizontal grasp error added to every plan (m)")  # fmt: skip
     for flag, default in DEFAULT_CHECKPOINTS.items():
         p.add_argument("--" + flag.replace("_", "-"), default=str(ROOT / default))
+    p.add_argument("--temporal-ensemble", action="store_true",
+                   help="average overlapping chunks (ACT) instead of the newest")  # fmt: skip
     p.add_argument("--samples", type=int, default=4, help="track hypotheses K")
     p.add_argument("--ddim-steps", type=int, default=10)
     p.add_argument("--points", type=int, default=400, help="query points of the track model")

@@ -164,13 +164,13 @@ def test_replayed_bag_gives_the_same_tracks_as_live(tmp_path):
         play = [*PLAY, str(bag), "--topics", COLOR, DEPTH, INFO, "--rate", "2",
                 "--wait-for-subscribers", "20", "--ros-args", *remaps]  # fmt: skip
         children.start("player", play)
-        # Wait for the player to finish: every bag frame was offered to the predictor. (This
-        # test's own subscriber may drop some under load; it only has to see the replay.)
+        # Wait for the player to finish: every bag frame was offered to the predictor. The
+        # player starts once the predictor has matched; this test's own subscriber may match
+        # later and see none of the 0.4 s replay, so its count is not a condition: the replay
+        # predictor answering the goal below shows that the frames arrived.
         player = children.procs["player"].proc
         finished = spin_until(node, lambda: player.poll() is not None, timeout=30.0)
-        assert finished and frames[REPLAY[COLOR]] > 0, (
-            f"{frames[REPLAY[COLOR]]} frames replayed\n{children.stop('player')}"
-        )
+        assert finished, f"{frames[REPLAY[COLOR]]} frames seen\n{children.stop('player')}"
         again = _call(node, replay_goal, request, "replay", timeout=60.0)
         assert spin_until(node, lambda: "/replay" in tracks, timeout=10.0)
         play_out = children.stop("player", wait_s=20.0)

@@ -55,6 +55,7 @@ TINY = PolicyConfig(
     horizon=4,
     chunk_size=3,
     num_points=16,
+    use_hand=True,
     point_xyz=False,  # the tests of the point_xyz path turn it on
 )
 MODES = ("residual", "absolute")
@@ -369,6 +370,22 @@ def test_point_xyz_tokens_carry_the_body_frame_points():
     holes[0, :3] = float("nan")
     out = model.predict_chunk({**batch, "points_body": holes})["action"]
     assert torch.isfinite(out).all() and (out - ref).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("use_hand", [False, True])
+def test_the_hand_token_is_seen_only_when_configured(use_hand):
+    model = tiny_model(use_hand=use_hand)
+    batch = random_batch(model.config, batch=1, num_points=6)
+    ref = model.predict_chunk(batch)["action"]
+    moved = batch["hand"].clone()
+    moved[:, :3, 3] += 0.05
+    other = model.predict_chunk({**batch, "hand": moved})["action"]
+    assert ((other - ref).abs().max() > 1e-5) == use_hand
+    # The track mask still lands on the track tokens with or without a hand token.
+    pad = torch.cat([batch["tracks"], torch.rand(1, TINY.horizon + 1, 2, 2)], dim=2)
+    mask = torch.tensor([[True] * 6 + [False] * 2])
+    padded = model.predict_chunk({**batch, "tracks": pad, "track_mask": mask})["action"]
+    torch.testing.assert_close(padded, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_determinism():

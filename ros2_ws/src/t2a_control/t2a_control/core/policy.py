@@ -8,11 +8,12 @@ in ``"absolute"`` mode (the paper's "actions, not residuals" ablation) it is the
 Architecture (a DiT-style transformer, as in the paper's appendix 6.4, on CPU-sized defaults):
 
 - tokens: the current image and the goal (one shared ResNet-18/GroupNorm encoder plus a learned
-  image-type embedding), the current hand pose, one token per track point (its whole normalised
-  ``(H+1) x 2`` track through an MLP, with ``point_xyz`` also its P0 lifted into the body frame;
-  no positional embedding, so any number of points in any order), one token per open-loop
-  waypoint ``a_bar_k`` (position, 6D rotation, planned gripper, plus embeddings of its index
-  ``k`` and of its offset ``k - t`` from the current step), and ``h`` learned action queries;
+  image-type embedding), with ``use_hand`` the current hand pose, one token per track point (its
+  whole normalised ``(H+1) x 2`` track through an MLP, with ``point_xyz`` also its P0 lifted into
+  the body frame; no positional embedding, so any number of points in any order), one token per
+  open-loop waypoint ``a_bar_k`` (position, 6D rotation, planned gripper, plus embeddings of its
+  index ``k`` and of its offset ``k - t`` from the current step), and ``h`` learned action
+  queries;
 - conditioning ``c = MLP([z_t, z_g]) + emb(t)`` (the paper's sum of image and time-step
   embeddings) enters every block through adaLN-Zero;
 - the ``h`` query tokens are read off through an adaLN final layer into the action chunk.
@@ -90,6 +91,12 @@ class PolicyConfig:
     action_mode: str = param("residual", f"what a step predicts, one of {ACTION_MODES}")
     use_plan: bool = param(
         True, "feed the open-loop plan as tokens (False: the paper's no-plan absolute ablation)"
+    )
+    use_hand: bool = param(
+        True,
+        "a token for the measured hand pose (the paper's pi_res has none). Trained on a "
+        "demonstrator that corrects at once, the hand sits near the label on most ticks and the "
+        "policy partly copies it; without it the shipped recipe did worse in closed loop (README)",
     )
     point_xyz: bool = param(
         True,
@@ -439,7 +446,8 @@ class ResidualPolicy(nn.Module):
         self.image_type = nn.Parameter(torch.zeros(2, D))  # 0 = current image, 1 = goal
         self.cond_embedder = _mlp(2 * F_img, D)
         self.step_cond = nn.Embedding(H + 1, D)
-        self.hand_embedder = _mlp(9, D)
+        if config.use_hand:
+            self.hand_embedder = _mlp(9, D)
         # A track: (H+1) x 2 normalised pixels; with point_xyz also P0 in the body frame
         # (workspace-normalised) and a flag saying whether its depth was known.
         self.track_embedder = _mlp(2 * (H + 1) + (4 if config.point_xyz else 0), D)
@@ -532,7 +540,6 @@ class ResidualPolicy(nn.Module):
         cfg = self.config
         B, Hp1, N, _ = tracks.shape  # (B, H+1, N, 2)
         img = self.image_proj(torch.stack([z_image, z_goal], dim=1)) + self.image_type  # (B, 2, D)
-        hand_tok = self.hand_embedder(self.pose_features(hand))[:, None]  # (B, 1, D)
         track_in = tracks.permute(0, 2, 1, 3).reshape(B, N, 2 * Hp1)  # (B, N, 2(H+1))
         if cfg.point_xyz:
             known = torch.isfinite(points_body).all(-1, keepdim=True)  # (B, N, 1)
@@ -540,7 +547,11 @@ class ResidualPolicy(nn.Module):
             xyz = torch.where(known, xyz, torch.zeros_like(xyz))  # (B, N, 3)
             track_in = torch.cat([track_in, xyz, known.to(xyz.dtype)], dim=-1)
         track_tok = self.track_embedder(track_in)
-        parts = [img, hand_tok, track_tok]  # track_tok: (B, N, D)
+        parts = [img]
+        if cfg.use_hand:
+            parts.append(self.hand_embedder(self.pose_features(hand))[:, None])  # (B, 1, D)
+        first_track = sum(p.shape[1] for p in parts)
+        parts.append(track_tok)  # (B, N, D)
         if cfg.use_plan:
             k = torch.arange(Hp1, device=tracks.device)  # (H+1,)
             feats = torch.cat([self.pose_features(plan_poses), plan_gripper[..., None]], dim=-1)
@@ -556,7 +567,7 @@ class ResidualPolicy(nn.Module):
         mask = None
         if track_mask is not None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # (B, L)
-            mask[:, 3 : 3 + N] = track_mask
+            mask[:, first_track : first_track + N] = track_mask
 
         c = self.cond_embedder(torch.cat([z_image, z_goal], dim=-1)) + self.step_cond(step)
         for block in self.blocks:
@@ -798,6 +809,6 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         directory,
         f"depth={c.depth}, hidden_size={c.hidden_size}, encoder_width={c.encoder_width}, "
         f"horizon={c.horizon}, chunk_size={c.chunk_size}, action_mode={c.action_mode!r}, "
-        f"use_plan={c.use_plan}, point_xyz={c.point_xyz}",
+        f"use_plan={c.use_plan}, use_hand={c.use_hand}, point_xyz={c.point_xyz}",
     )
     return model.to(device).eval()
