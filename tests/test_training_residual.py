@@ -397,6 +397,37 @@ def test_the_demonstrator_returns_the_label_of_the_step_and_records_the_tick():
     assert rec["step"] == 2 and rec["state"] == 3 and np.array_equal(rec["rgb"], image)
 
 
+def test_dart_executes_a_lagging_share_of_the_label_and_records_it():
+    rng = np.random.default_rng(3)
+    plan, expert = random_poses(rng, HORIZON + 1), random_poses(rng, HORIZON + 1)
+    cfg = DemoConfig(dart_rate=0.5, dart_kick_prob=0.0)
+    oracle = OraclePolicy(expert, np.ones(HORIZON + 1), cfg, np.random.default_rng(0))
+    image = np.zeros((CAM_H, CAM_W, 3), np.uint8)
+    label = residual_targets(expert[2:3], plan[2:3])[0]
+    shares = []
+    for _ in range(8):
+        obs = {"image": image, "step": 2, "plan_poses": plan, "ee_pose": plan[1],
+               "state": "grasp", "time_s": 0.0}  # fmt: skip
+        out = oracle.predict(obs)
+        share = oracle.records[-1]["alpha"]
+        np.testing.assert_allclose(out["delta"], share * label, atol=1e-12)  # no noise set
+        shares.append(share)
+    assert 0.0 <= shares[0] < 1.0
+    np.testing.assert_allclose(np.diff(shares), 0.5 * (1.0 - np.array(shares[:-1])), atol=1e-12)
+    assert shares[-1] > 0.99
+    oracle.reset()
+    assert oracle.records == [] and oracle._alpha is None
+    # Kicks: with kick_prob 1 every tick draws a fresh share; the noise is added on top.
+    noisy = OraclePolicy(expert, np.ones(HORIZON + 1),
+                         DemoConfig(dart_kick_prob=1.0, dart_noise_m=0.01),
+                         np.random.default_rng(1))  # fmt: skip
+    deltas = [noisy.predict(obs)["delta"] - noisy.records[-1]["alpha"] * label for _ in range(50)]
+    assert 0.005 < np.std(np.array(deltas)[:, :3]) < 0.015
+    assert np.allclose(np.array(deltas)[:, 3:], 0.0)
+    with pytest.raises(ValueError, match="dart_rate"):
+        DemoConfig(dart_rate=1.5)
+
+
 def test_nominal_extrinsics_are_the_planner_nodes():
     pytest.importorskip("rclpy")
     from t2a_planning.nodes.planner import PlannerNodeConfig

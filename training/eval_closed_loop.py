@@ -54,7 +54,7 @@ from t2a_bringup.core.episode import (  # noqa: E402
     expert_reference,
     run_episode,
 )
-from t2a_control.core.controller import ControllerConfig  # noqa: E402
+from t2a_control.core.controller import POLICY_STATES, ControllerConfig  # noqa: E402
 from t2a_control.core.policy_runtime import PolicyRunner, RunnerConfig  # noqa: E402
 from t2a_perception.core.frames import depth_at_points  # noqa: E402
 from t2a_sim.core.tasks import SPLITS, TASKS, tasks_of  # noqa: E402
@@ -144,7 +144,7 @@ def _run_job(job: tuple[str, str, int, tuple[str, ...]]) -> list[dict[str, Any]]
         policy = None
         if flag:
             policy = TrackFeeder(_runner(flag), ref, *(given or (None, None)))
-        controller = ControllerConfig(mode=mode)
+        controller = ControllerConfig(mode=mode, policy_states=tuple(a["policy_states"]))
         result = run_episode(
             cfg, T_body_cam=_W["T_body_cam"], controller_cfg=controller, policy=policy,
             reference=ref, predict_tracks=(lambda _r, g=given: g) if given is not None else None,
@@ -208,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="horizontal grasp error added to every plan (m)")  # fmt: skip
     for flag, default in DEFAULT_CHECKPOINTS.items():
         p.add_argument("--" + flag.replace("_", "-"), default=str(ROOT / default))
+    p.add_argument(
+        "--policy-states",
+        nargs="+",
+        default=list(ControllerConfig().policy_states),
+        choices=list(POLICY_STATES),
+        help="controller states in which the policy corrects the plan",
+    )
     p.add_argument("--temporal-ensemble", action="store_true",
                    help="average overlapping chunks (ACT) instead of the newest")  # fmt: skip
     p.add_argument("--samples", type=int, default=4, help="track hypotheses K")
@@ -259,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--episodes {args.episodes} --first-seed {args.first_seed}"
             + (f" --tasks {' '.join(args.tasks)}" if args.tasks else "")
             + (f" --grasp-offset-m {args.grasp_offset_m}" if args.grasp_offset_m else "")
+            + (f" --policy-states {' '.join(args.policy_states)}"
+               if tuple(args.policy_states) != ControllerConfig().policy_states else "")
             + "`") if rows else "no episodes"  # fmt: skip
     table = markdown(summary, args.methods, args.splits, note)
     (out / "table.md").write_text(table)

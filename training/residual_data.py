@@ -39,7 +39,9 @@ and in this sim the weld grasp does not need it. The gripper label is "closed" f
 grasp step on. Labels are per plan step; a tick at plan step ``s`` is trained on the chunk
 ``a*_s .. a*_{s+h-1}`` (``action_chunks``), exactly how ``PolicyRunner`` reads a chunk (row ``j``
 is for plan step ``step + j``). The demonstrator executes the residual label of the current step
-itself, so the recorded states are those a perfect policy would visit.
+itself, so the recorded states are those a perfect policy would visit; with ``dart_fraction`` > 0
+that share of the variants executes a lagging, noisy correction instead (:class:`OraclePolicy`),
+so the states also include hands a learned policy has not corrected yet, labelled exactly.
 
 Layout of a demo directory ``OUT``::
 
@@ -58,6 +60,8 @@ step                   (T,) int16              plan step the controller passed (
 hand                   (T, 4, 4) float64       measured hand pose at the tick ("ee_pose")
 state                  (T,) int8               controller state (index into controller.STATES)
 time                   (T,) float64            sim time of the tick (s)
+executed_share         (T,) float32            share of the label the demonstrator executed
+                                               (1 unless DART, see OraclePolicy)
 goal_rgb               (H, W, 3) uint8         goal image G (the expert's final frame)
 tracks_px              (H+1, N, 2) float32     ground-truth tracks of P0, pixels at W x H
 track_on_object        (N,) bool               point lies on the moved part
@@ -188,6 +192,26 @@ class DemoConfig:
     track_checkpoint: str = param(
         "", "track model of model plans ('' = the shipped default, t2a_perception/models)"
     )
+    dart_fraction: float = param(
+        0.7,
+        "share of variants whose demonstrator executes its correction late and noisily (DART): "
+        "the recorded labels stay exact, the recorded states include hands a learned policy "
+        "has not corrected yet (1)",
+    )
+    dart_rate: float = param(
+        0.5, "DART: per tick, the executed share of the correction closes this part of its gap to 1"
+    )
+    dart_kick_prob: float = param(
+        0.05, "DART: per tick, chance that the executed share drops again to U(0, 1)"
+    )
+    dart_noise_m: float = param(
+        0.0,
+        "DART: std per axis of executed translation noise (m); keep it well under the "
+        "controller's position_tolerance_m, or the hand never counts as arrived",
+    )
+    dart_noise_rad: float = param(
+        0.0, "DART: std per axis of executed rotation noise (rad); see dart_noise_m"
+    )
 
     def __post_init__(self) -> None:
         check(self.width >= 16 and self.height >= 16, f"bad size {self.width}x{self.height}")
@@ -208,6 +232,8 @@ class DemoConfig:
             "step_noise_m",
             "step_noise_rad",
             "expert_grasp_turn_rad",
+            "dart_noise_m",
+            "dart_noise_rad",
         ):
             value = getattr(self, name)
             check(
@@ -218,6 +244,9 @@ class DemoConfig:
             0 <= self.model_plan_fraction <= 1,
             f"model_plan_fraction must be in [0, 1], got {self.model_plan_fraction}",
         )
+        for name in ("dart_fraction", "dart_rate", "dart_kick_prob"):
+            value = getattr(self, name)
+            check(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
 
     def episode_config(self, task: str, split: str, seed: int, **kw: Any) -> EpisodeConfig:
         """The ``EpisodeConfig`` of episode ``(task, split, seed)`` under these settings (what a
@@ -380,20 +409,52 @@ class OraclePolicy:
 
     Returns the residual label of the current plan step, ``a*_step`` relative to ``a_bar_step``,
     and records, per call, what the learned policy will see at that tick.
+
+    With ``dart`` (DART, Laskey et al. 2017), it *executes* a lagging, noisy correction: a share
+    ``alpha`` of the label plus Gaussian noise, where ``alpha`` starts at U(0, 1), closes
+    ``dart_rate`` of its gap to 1 each tick and, with ``dart_kick_prob`` per tick, drops to
+    U(0, 1) again. The recorded label stays exact. Without it every recorded hand already sits
+    where the label says (the demonstrator corrects at once), and behaviour cloning learns to
+    read the correction off the hand instead of the scene (the copycat problem); with it the
+    states include hands that a learned policy has not corrected yet.
     """
 
-    def __init__(self, expert_poses: np.ndarray, expert_gripper_closed: np.ndarray) -> None:
+    def __init__(
+        self,
+        expert_poses: np.ndarray,
+        expert_gripper_closed: np.ndarray,
+        dart: DemoConfig | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
         self.expert_poses = np.asarray(expert_poses, dtype=np.float64)
         self.expert_closed = np.asarray(expert_gripper_closed, dtype=np.float64)
+        self.dart = dart
+        self.rng = rng or np.random.default_rng(0)
         self.records: list[dict[str, Any]] = []
+        self._alpha: float | None = None
 
     def reset(self) -> None:
         self.records.clear()
+        self._alpha = None
+
+    def _executed(self, delta: np.ndarray) -> tuple[np.ndarray, float]:
+        cfg = self.dart
+        if cfg is None:
+            return delta, 1.0
+        if self._alpha is None or self.rng.uniform() < cfg.dart_kick_prob:
+            self._alpha = float(self.rng.uniform())
+        else:
+            self._alpha += cfg.dart_rate * (1.0 - self._alpha)
+        noise = np.concatenate(
+            [self.rng.normal(0.0, cfg.dart_noise_m, 3), self.rng.normal(0.0, cfg.dart_noise_rad, 3)]
+        )
+        return self._alpha * delta + noise, self._alpha
 
     def predict(self, obs: Mapping[str, Any]) -> dict[str, Any]:
         k = int(obs["step"])
         plan = np.asarray(obs["plan_poses"], dtype=np.float64)
         delta = residual_targets(self.expert_poses[k : k + 1], plan[k : k + 1])[0]
+        executed, alpha = self._executed(delta)
         self.records.append(
             {
                 "rgb": np.asarray(obs["image"]).copy(),
@@ -401,9 +462,10 @@ class OraclePolicy:
                 "hand": np.asarray(obs["ee_pose"], dtype=np.float64).copy(),
                 "state": STATES.index(obs["state"]),
                 "time": float(obs["time_s"]),
+                "alpha": alpha,
             }
         )
-        return {"delta": delta, "gripper": 1.0 - float(self.expert_closed[k])}
+        return {"delta": executed, "gripper": 1.0 - float(self.expert_closed[k])}
 
 
 def _crc(text: str) -> int:
@@ -497,7 +559,11 @@ def record_demos(
         expert_poses, closed = expert_targets(
             trace, source.ee_poses[source.grasp_step], source.grasp_step, cfg.expert_grasp_turn_rad
         )
-        oracle = OraclePolicy(expert_poses, closed)
+        dart = rng.uniform() < cfg.dart_fraction
+        oracle = OraclePolicy(
+            expert_poses, closed, cfg if dart else None,
+            np.random.default_rng([seed, _crc(task), _crc(split), variant, 7]),
+        )  # fmt: skip
         result = run_episode(
             ep, T_body_cam=T_body_cam, controller_cfg=controller_cfg, policy=oracle,
             reference=ref, base=base, plan=plan,
@@ -511,6 +577,7 @@ def record_demos(
             errors=result.errors,
             sim_time_s=float(result.sim_time_s),
             ticks=len(oracle.records),
+            dart=dart,
         )
         arrays = _demo_arrays(ref, trace, source, plan, expert_poses, closed, oracle, meta)
         arrays["tracks_px"] = np.asarray(tracks, np.float32)  # what the policy will see
@@ -550,6 +617,7 @@ def _demo_arrays(
         "hand": np.array([r["hand"] for r in rec], np.float64).reshape(-1, 4, 4),
         "state": np.array([r["state"] for r in rec], np.int8),
         "time": np.array([r["time"] for r in rec], np.float64),
+        "executed_share": np.array([r["alpha"] for r in rec], np.float32),
         "goal_rgb": ref.goal_rgb,
         "tracks_px": ref.tracks_px.astype(np.float32),
         "track_on_object": np.asarray(ref.on_object, bool),
@@ -578,6 +646,7 @@ def _failed_demo(ref: Reference, meta: dict[str, Any], why: str) -> dict[str, An
         "hand": empty,
         "state": np.zeros(0, np.int8),
         "time": np.zeros(0),
+        "executed_share": np.zeros(0, np.float32),
         "goal_rgb": ref.goal_rgb,
         "tracks_px": ref.tracks_px.astype(np.float32),
         "track_on_object": np.asarray(ref.on_object, bool),

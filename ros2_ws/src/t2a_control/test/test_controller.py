@@ -23,6 +23,7 @@ from t2a_control.core.controller import (
     Controller,
     ControllerConfig,
     Observation,
+    PolicyInputMissing,
 )
 from t2a_control.core.driver import ArmDriver, FakeArmDriver, gripper_opening
 from t2a_control.core.kinematics import fk, rotation_log
@@ -276,6 +277,14 @@ def test_a_non_ok_plan_fails_without_touching_the_arm():
     assert loop.driver.sent == []
 
 
+def absolute_pose(obs: dict) -> np.ndarray:
+    """What a perfect absolute policy answers: the plan's hand pose for the goal of this tick
+    (in approach, the grasp step's pose: the controller backs it off to the pre-grasp)."""
+    if obs["state"] == "approach":
+        return obs["plan_poses"][obs["step"]]
+    return obs["plan_pose"]
+
+
 class UnreachableInExecute:
     """Absolute-mode policy: follows the plan until execute, then asks for an unreachable pose."""
 
@@ -284,7 +293,7 @@ class UnreachableInExecute:
         self.T_far[:3, 3] = [1.2, 0.7, 0.3]  # in the box, out of reach
 
     def predict(self, obs: dict) -> dict:
-        return {"pose": self.T_far if obs["state"] == "execute" else obs["plan_pose"]}
+        return {"pose": self.T_far if obs["state"] == "execute" else absolute_pose(obs)}
 
 
 def test_ik_failure_at_run_time_holds_in_place_then_fails():
@@ -342,7 +351,7 @@ def test_residual_mode_offsets_the_executed_poses_by_the_policy_delta():
     assert {"image", "goal_image", "tracks", "plan_poses", "plan_pose", "ee_pose", "q"} <= set(
         inputs
     )
-    assert {i["state"] for i in policy.inputs} == {"grasp", "execute"}  # default policy_states
+    assert {i["state"] for i in policy.inputs} == {"approach", "grasp", "execute"}  # the default
 
 
 def test_residual_delta_is_cut_to_its_limits():
@@ -375,7 +384,33 @@ def test_a_broken_policy_fails_the_run_with_its_error():
     loop = make_loop(ControllerConfig(mode="residual"), Broken(), pull_plan())
     cmd = loop.run_until(finished)
     assert cmd.hold_reason == "policy raised RuntimeError: CUDA out of memory"
-    assert loop.states() == ["approach", "failed"]
+    # The policy corrects from the first approach tick, so the run fails before any motion.
+    assert loop.states() == ["failed"]
+    for c in loop.commands:
+        np.testing.assert_allclose(c.q_target, loop.joints[0], atol=1e-12)
+
+
+class LateGoal(ConstantPolicy):
+    """A policy whose goal image arrives on its fourth call (PolicyRunner raises this way)."""
+
+    def predict(self, obs: dict) -> dict:
+        if len(self.inputs) < 3:
+            self.inputs.append(obs)
+            raise PolicyInputMissing("observation 'goal_image' has not arrived yet (None)")
+        return super().predict(obs)
+
+
+def test_a_policy_input_that_has_not_arrived_holds_then_the_run_resumes():
+    config = ControllerConfig(mode="residual", approach_timeout_s=2.0)
+    loop = make_loop(config, LateGoal(np.zeros(6)), pull_plan())
+    first = [loop.tick() for _ in range(3)]
+    assert [c.state for c in first] == ["hold"] * 3
+    assert all("waiting for the policy's input" in c.hold_reason for c in first)
+    for c in first:
+        np.testing.assert_allclose(c.q_target, loop.joints[0], atol=1e-12)  # no motion
+    cmd = loop.run_until(finished)
+    assert cmd.state == "done"  # the wait did not count against the 2 s approach timeout
+    assert loop.states() == ["hold", "approach", "grasp", "execute", "release", "done"]
 
 
 def test_a_non_finite_policy_output_holds_and_then_fails():
@@ -383,14 +418,14 @@ def test_a_non_finite_policy_output_holds_and_then_fails():
     loop = make_loop(config, ConstantPolicy([np.nan] * 6), pull_plan())
     cmd = loop.run_until(finished)
     assert cmd.state == "failed" and "non_finite_goal" in cmd.hold_reason
-    assert loop.states() == ["approach", "hold", "failed"]
+    assert loop.states() == ["hold", "failed"]  # from the first approach tick: no motion
 
 
 class AbsoluteVector:
     """Absolute-mode policy that answers with the plan pose as a 6-vector [position, rotvec]."""
 
     def predict(self, obs: dict) -> dict:
-        T = obs["plan_pose"]
+        T = absolute_pose(obs)
         return {"delta": np.concatenate([T[:3, 3], rotation_log(T[:3, :3])]), "gripper": 1.0}
 
 
@@ -405,6 +440,39 @@ def test_absolute_mode_reads_a_6_vector_as_a_pose_and_policy_gripper_drives_the_
     # The policy said "open" (1.0) throughout execute; the state machine still closed for grasp.
     assert {c.gripper_open for c in loop.commands if c.state == "execute"} == {True}
     assert False in {c.gripper_open for c in loop.commands if c.state == "grasp"}
+
+
+@pytest.mark.parametrize("mode", ["residual", "absolute"])
+def test_the_approach_goes_to_the_corrected_pre_grasp(mode):
+    """In approach the policy's grasp correction moves the pre-grasp with it, so a misplaced plan
+    does not drive the hand into the object before the grasp state could correct it."""
+    plan = pull_plan()
+    T_grasp = plan.ee_poses[plan.grasp_step]
+    corrected = np.eye(4)
+    corrected[:3, :3] = rotation_exp(DELTA[3:]) @ T_grasp[:3, :3]
+    corrected[:3, 3] = T_grasp[:3, 3] + DELTA[:3]
+    if mode == "residual":
+        policy = ConstantPolicy(DELTA)
+    else:
+        vector = np.concatenate([corrected[:3, 3], rotation_log(corrected[:3, :3])])
+        policy = ConstantPolicy(vector)
+    loop = make_loop(ControllerConfig(mode=mode), policy, plan)
+    loop.run_until(lambda c: c.state == "grasp")
+    approach = [c for c in loop.commands if c.state == "approach"]
+    # The pre-grasp keeps its pose relative to the grasp: the corrected grasp, backed off.
+    expected = corrected @ np.linalg.inv(T_grasp) @ plan.pregrasp
+    if mode == "residual":  # the residual composes on the pre-grasp itself
+        expected = np.eye(4)
+        expected[:3, :3] = rotation_exp(DELTA[3:]) @ plan.pregrasp[:3, :3]
+        expected[:3, 3] = plan.pregrasp[:3, 3] + DELTA[:3]
+    np.testing.assert_allclose(approach[-1].ee_goal, expected, atol=1e-6)
+    first_grasp = next(i for i, c in enumerate(loop.commands) if c.state == "grasp")
+    np.testing.assert_allclose(loop.hand[first_grasp][:3, 3], expected[:3, 3], atol=0.006)
+    # Not in approach when the states say so: the plain pre-grasp.
+    loop = make_loop(ControllerConfig(mode=mode, policy_states=("grasp", "execute")), policy, plan)
+    loop.run_until(lambda c: c.state == "grasp")
+    first_grasp = next(i for i, c in enumerate(loop.commands) if c.state == "grasp")
+    np.testing.assert_allclose(loop.hand[first_grasp][:3, 3], plan.pregrasp[:3, 3], atol=0.006)
 
 
 def test_policy_modes_need_a_policy():

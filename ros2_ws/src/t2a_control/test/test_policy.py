@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation
 
 from t2a_common.core.geometry import Intrinsics
 from t2a_common.core.types import PointTrackSet
+from t2a_control.core.controller import PolicyInputMissing
 from t2a_control.core.policy import (
     CONFIG_NAME,
     STATS_NAME,
@@ -577,7 +578,7 @@ def test_runner_absolute_mode():
     [
         ("image", np.zeros((480, 640), np.uint8), "image is uint8 with shape"),
         ("image", np.zeros((480, 640, 3), np.float32), "expected uint8 RGB"),
-        ("goal", None, "'goal' .*is missing"),
+        ("goal", None, "'goal' has not arrived yet"),
         ("tracks", np.zeros((3, 10, 2)), r"tracks must be \(H\+1, N, 2\)"),
         ("tracks", np.full((5, 10, 2), np.nan), "NaN"),
         ("plan", np.tile(np.eye(4), (3, 1, 1)), r"plan must be a \(5, 4, 4\)"),
@@ -592,6 +593,16 @@ def test_runner_rejects_bad_observations(key, value, match):
     runner = PolicyRunner(model=tiny_model())
     with pytest.raises(ValueError, match=match):
         runner.predict({**runner_obs(TINY, num_points=20), key: value})
+
+
+def test_an_input_not_received_yet_is_a_wait_for_the_controller_not_an_error():
+    runner = PolicyRunner(model=tiny_model())
+    obs = runner_obs(TINY, num_points=20)
+    with pytest.raises(PolicyInputMissing, match="'tracks' has not arrived yet"):
+        runner.predict({**obs, "tracks": None})
+    del obs["goal"]
+    with pytest.raises(PolicyInputMissing, match=r"'goal' \(or 'goal_image'\) is missing"):
+        runner.predict(obs)
 
 
 def test_runner_needs_the_plan_gripper():

@@ -125,7 +125,9 @@ class ControllerConfig:
         0.5, "the policy's rotation correction is cut to this angle (rad)"
     )
     policy_states: tuple[str, ...] = param(
-        ("grasp", "execute"), "states in which the policy corrects the plan (state names)"
+        ("approach", "grasp", "execute"),
+        "states in which the policy corrects the plan (state names); in approach it corrects "
+        "the pre-grasp pose with the grasp step's correction",
     )
     policy_gripper: bool = param(
         False, "let the policy's gripper output (>= 0.5 = open) drive the gripper in execute"
@@ -264,6 +266,14 @@ class Command:
         return STATE_CODES[self.state]
 
 
+class PolicyInputMissing(ValueError):
+    """A policy's input has not arrived yet (the goal image, the tracks, a camera frame).
+
+    Raised by a policy (``PolicyRunner`` does): the controller holds, with the message as the
+    reason, and resumes once the input arrives, instead of failing the run. Waiting does not
+    count against the state's timeouts."""
+
+
 class _PolicyFailure(Exception):
     """The policy raised or returned something unusable: the run fails with this reason."""
 
@@ -370,11 +380,15 @@ class Controller:
                 return self._fail(obs, problem)
             self._checked = True
         self._phase_time += dt_clock
-        if self._phase == EXECUTE and self._tracking(T_current):
-            self._clock += dt_clock
+        clock_step = dt_clock if self._phase == EXECUTE and self._tracking(T_current) else 0.0
+        self._clock += clock_step
 
         try:
             goal = self._goal(obs, T_current, dt)
+        except PolicyInputMissing as e:  # waiting for an input is neither progress nor failure
+            self._phase_time -= dt_clock
+            self._clock -= clock_step
+            return self._hold(obs, f"waiting for the policy's input: {e}")
         except _PolicyFailure as e:
             return self._fail(obs, str(e))
         if self._phase == FAILED:
@@ -673,11 +687,13 @@ class Controller:
                 T = np.asarray(out["pose"], dtype=float)
                 if T.shape != (4, 4):
                     raise _PolicyFailure(f"policy 'pose' has shape {T.shape}, expected (4, 4)")
-                return T
-            a = self._delta(out)
-            T = np.eye(4)
-            T[:3, :3] = rotation_exp(a[3:]) if np.isfinite(a).all() else np.nan
-            T[:3, 3] = a[:3]
+            else:
+                a = self._delta(out)
+                T = np.eye(4)
+                T[:3, :3] = rotation_exp(a[3:]) if np.isfinite(a).all() else np.nan
+                T[:3, 3] = a[:3]
+            if self._phase == APPROACH:  # the policy's grasp pose, backed off as the plan's is
+                T = T @ (np.linalg.inv(self._plan.ee_poses[self._plan.grasp_step]) @ T_plan)
             return T
         delta = self._delta(out)
         t, w = delta[:3], delta[3:]
@@ -736,6 +752,8 @@ class Controller:
         t = self._timer()
         try:
             out = self.policy.predict(inputs)
+        except PolicyInputMissing:
+            raise
         except Exception as e:  # a broken policy must stop the run, not the control loop
             raise _PolicyFailure(f"policy raised {type(e).__name__}: {e}") from e
         self._tick_info["timings"]["policy"] = (self._timer() - t) * 1e3

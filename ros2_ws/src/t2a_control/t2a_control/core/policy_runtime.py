@@ -42,6 +42,7 @@ import torch
 from t2a_common.core.config import check, param
 from t2a_common.core.geometry import Intrinsics, transform_points
 from t2a_common.core.types import PointTrackSet
+from t2a_control.core.controller import PolicyInputMissing
 from t2a_control.core.policy import (
     ResidualPolicy,
     compose_residual,
@@ -366,8 +367,11 @@ def _get(obs: Mapping[str, Any], *names: str) -> Any:
     for name in names:
         if name in obs and obs[name] is not None:
             return obs[name]
+    given = [n for n in names if n in obs]
+    if given:  # the key is there, its value has not arrived (a goal image, tracks, a frame)
+        raise PolicyInputMissing(f"observation {given[0]!r} has not arrived yet (None)")
     alias = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
-    raise ValueError(f"observation {names[0]!r}{alias} is missing; got keys {sorted(obs)}")
+    raise PolicyInputMissing(f"observation {names[0]!r}{alias} is missing; got keys {sorted(obs)}")
 
 
 def _check_image(name: str, image: object) -> np.ndarray:
