@@ -180,7 +180,7 @@ def main() -> None:
         ],
     )
     print_table(
-        "Per-stage latency from Command.timings_ms (policy only in grasp/execute)",
+        "Per-stage latency from Command.timings_ms (policy: approach, grasp, execute)",
         ("mode", "stage", "n", "mean ms", "p50 ms", "p95 ms", "target"),
         [
             (mode, stage, s["n"], s["mean"], s["p50"], s["p95"], _target(stage, s["p95"]))
