@@ -15,6 +15,7 @@ RESIDUAL_MARGIN = 8
 # 12 of those and lost 1 of open loop's 4 successes (15 vs 4).
 DRAWER_OPEN_LOOP_FAILURES = 12
 DRAWER_RECOVERED = 8
+DRAWER_LOST = 2
 
 
 def test_episodes_cover_each_split_evenly_from_the_first_seed():
@@ -86,9 +87,9 @@ def test_the_shipped_residual_recovers_a_grasp_error_where_open_loop_fails(tmp_p
     assert len(episodes) == 20
     failed = [e for e in episodes if not ok[(*e, "gt_open_loop")]]
     recovered = [e for e in failed if ok[(*e, "gt_residual")]]
-    residual = sum(ok[(*e, "gt_residual")] for e in episodes)
+    lost = [e for e in episodes if e not in failed and not ok[(*e, "gt_residual")]]
     print(f"\n[drawer, 4 cm] open loop failed {len(failed)}/20, residual recovered "
-          f"{len(recovered)} of them; residual {residual}/20")  # fmt: skip
+          f"{len(recovered)} of them and lost {len(lost)}")  # fmt: skip
     assert len(failed) >= DRAWER_OPEN_LOOP_FAILURES  # the error really breaks open loop
     assert len(recovered) >= DRAWER_RECOVERED
-    assert residual >= 20 - len(failed) + DRAWER_RECOVERED // 2  # and it loses few successes
+    assert len(lost) <= DRAWER_LOST

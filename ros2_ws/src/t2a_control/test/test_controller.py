@@ -403,11 +403,13 @@ class LateGoal(ConstantPolicy):
 def test_a_policy_input_that_has_not_arrived_holds_then_the_run_resumes():
     config = ControllerConfig(mode="residual", approach_timeout_s=2.0)
     loop = make_loop(config, LateGoal(np.zeros(6)), pull_plan())
-    first = [loop.tick() for _ in range(3)]
+    first = [loop.tick()]
+    loop.driver.q = loop.driver.q + 0.01  # the arm sags while it waits
+    first += [loop.tick() for _ in range(2)]
     assert [c.state for c in first] == ["hold"] * 3
     assert all("waiting for the policy's input" in c.hold_reason for c in first)
-    for c in first:
-        np.testing.assert_allclose(c.q_target, loop.joints[0], atol=1e-12)  # no motion
+    for c in first:  # the joints measured when the wait began, not the sagged ones
+        np.testing.assert_allclose(c.q_target, loop.joints[0], atol=1e-12)
     cmd = loop.run_until(finished)
     assert cmd.state == "done"  # the wait did not count against the 2 s approach timeout
     assert loop.states() == ["hold", "approach", "grasp", "execute", "release", "done"]

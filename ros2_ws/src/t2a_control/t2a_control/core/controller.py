@@ -371,7 +371,6 @@ class Controller:
             return self._passive(obs)
         if not fresh:
             return self._hold(obs, f"stale input: {self.watchdog.describe(obs.now_s)}")
-        self._held_q = None
 
         T_current = fk(obs.q)  # (4, 4) T_body_tool
         if not self._checked:
@@ -391,6 +390,7 @@ class Controller:
             return self._hold(obs, f"waiting for the policy's input: {e}")
         except _PolicyFailure as e:
             return self._fail(obs, str(e))
+        self._held_q = None  # a hold (stale input, waiting) ends with the first real goal
         if self._phase == FAILED:
             return self._fail(obs, self._note)
         if goal is None:  # finished this tick (done)

@@ -94,9 +94,9 @@ class PolicyConfig:
     )
     use_hand: bool = param(
         True,
-        "a token for the measured hand pose (the paper's pi_res has none). Trained on a "
-        "demonstrator that corrects at once, the hand sits near the label on most ticks and the "
-        "policy partly copies it; without it the shipped recipe did worse in closed loop (README)",
+        "a token for the measured hand pose (the paper's pi_res has none); without it the "
+        "previous, non-DART recipe did worse in closed loop (README). Demos whose demonstrator "
+        "corrects at once teach the policy to copy the hand; residual_data's DART counters that",
     )
     point_xyz: bool = param(
         True,

@@ -371,7 +371,7 @@ def _get(obs: Mapping[str, Any], *names: str) -> Any:
     if given:  # the key is there, its value has not arrived (a goal image, tracks, a frame)
         raise PolicyInputMissing(f"observation {given[0]!r} has not arrived yet (None)")
     alias = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
-    raise PolicyInputMissing(f"observation {names[0]!r}{alias} is missing; got keys {sorted(obs)}")
+    raise ValueError(f"observation {names[0]!r}{alias} is missing; got keys {sorted(obs)}")
 
 
 def _check_image(name: str, image: object) -> np.ndarray:
