@@ -27,6 +27,8 @@ from t2a_perception.core.predictor import sample_query_points
 
 pytestmark = pytest.mark.ros
 W, H = 640, 480
+# Generous: on CI's 2 loaded cores the node has been seen 0.7 s behind a camera published at 10 Hz.
+MAX_FRAME_AGE_S = 2.0
 TINY = TrackModelConfig(image_size=32, model_size="T2A-Ti", hidden_size=32, depth=2, num_heads=2,
                         encoder_width=8, point_frequencies=4, num_train_timesteps=20)  # fmt: skip
 
@@ -40,7 +42,8 @@ def checkpoint(tmp_path_factory):
 def _node_args(checkpoint: str, *extra: str) -> list[str]:
     return ["-m", "t2a_perception.nodes.track_predictor", "--ros-args",
             "-p", f"checkpoint:={checkpoint}", "-p", "num_points:=64", "-p", "num_samples:=2",
-            "-p", "max_frame_age_s:=0.6", *[a for e in extra for a in ("-p", e)]]  # fmt: skip
+            "-p", f"max_frame_age_s:={MAX_FRAME_AGE_S}",
+            *[a for e in extra for a in ("-p", e)]]  # fmt: skip
 
 
 class FakeCamera:
@@ -72,6 +75,8 @@ class FakeCamera:
 
 
 def _call(node, client, request, camera=None, timeout=30.0):
+    if camera is not None:
+        camera.publish()  # a fresh frame ahead of the request, not only while it is pending
     future = client.call_async(request)
     deadline = time.monotonic() + timeout
     while not future.done() and time.monotonic() < deadline:
@@ -147,9 +152,9 @@ def test_goals_over_dds(checkpoint, tmp_path):
         out = cli.communicate()[0]
         assert cli.returncode == 0 and "accepted" in out and "goal_id:" in out, out
 
-        # Stale camera: no frame for longer than max_frame_age_s (0.6 s) -> refused. Wait well
-        # past it: on a loaded machine the node may still be draining queued frames for a while.
-        spin_until(node, lambda: False, timeout=3.0)
+        # Stale camera: no frame for longer than max_frame_age_s -> refused. Wait well past it:
+        # on a loaded machine the node may still be draining queued frames for a while.
+        spin_until(node, lambda: False, timeout=MAX_FRAME_AGE_S + 3.0)
         res = _call(node, client, SetGoal.Request(goal_image=goal))
         assert not res.success and "stale camera" in res.message, res.message
         node.destroy_node()
