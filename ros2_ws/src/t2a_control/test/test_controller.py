@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from t2a_common.core.config import fields, from_dict, ros_params_section
-from t2a_common.core.types import PLAN_NO_MOTION, PLAN_OK, EEPlan
+from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.types import PLAN_NO_MOTION, PLAN_OK, EEPlan, PointTrackSet
 from t2a_control.core.controller import (
     ACTIVE_STATES,
     RESIDUAL_CLIPPED,
@@ -70,6 +71,7 @@ class Loop:
     hand: list[np.ndarray] = dataclasses.field(default_factory=list)  # measured T_body_tool
     joints: list[np.ndarray] = dataclasses.field(default_factory=list)  # measured q
     fresh: dict[str, bool] = dataclasses.field(default_factory=lambda: dict.fromkeys(WATCHED, True))
+    extra: dict = dataclasses.field(default_factory=dict)  # more Observation fields
     _stamps: dict[str, float] = dataclasses.field(default_factory=dict)
     _gripper_open: bool = True
 
@@ -79,8 +81,9 @@ class Loop:
             if self.fresh[name]:
                 self._stamps[name] = now
         obs = Observation(
-            now, q, gripper, image=IMAGE, image_stamp_s=now, stamps=dict(self._stamps)
-        )
+            now, q, gripper, image=IMAGE, image_stamp_s=now, stamps=dict(self._stamps),
+            **self.extra,
+        )  # fmt: skip
         cmd = self.controller.tick(obs)
         if cmd.send_joints:
             self.driver.send_joint_targets(cmd.q_target)  # raises on anything unsafe
@@ -279,9 +282,9 @@ def test_a_non_ok_plan_fails_without_touching_the_arm():
 
 def absolute_pose(obs: dict) -> np.ndarray:
     """What a perfect absolute policy answers: the plan's hand pose for the goal of this tick
-    (in approach, the grasp step's pose: the controller backs it off to the pre-grasp)."""
+    (in approach, the grasp step's pose: the controller carries it over to the pre-grasp)."""
     if obs["state"] == "approach":
-        return obs["plan_poses"][obs["step"]]
+        np.testing.assert_array_equal(obs["plan_pose"], obs["plan_poses"][obs["step"]])
     return obs["plan_pose"]
 
 
@@ -401,7 +404,8 @@ class LateGoal(ConstantPolicy):
 
 
 def test_a_policy_input_that_has_not_arrived_holds_then_the_run_resumes():
-    config = ControllerConfig(mode="residual", approach_timeout_s=2.0)
+    # The approach takes 4-5 ticks (0.8-1 s): with the 3 waiting ticks counted it would time out.
+    config = ControllerConfig(mode="residual", approach_timeout_s=1.2)
     loop = make_loop(config, LateGoal(np.zeros(6)), pull_plan())
     first = [loop.tick()]
     loop.driver.q = loop.driver.q + 0.01  # the arm sags while it waits
@@ -411,8 +415,76 @@ def test_a_policy_input_that_has_not_arrived_holds_then_the_run_resumes():
     for c in first:  # the joints measured when the wait began, not the sagged ones
         np.testing.assert_allclose(c.q_target, loop.joints[0], atol=1e-12)
     cmd = loop.run_until(finished)
-    assert cmd.state == "done"  # the wait did not count against the 2 s approach timeout
+    assert cmd.state == "done", cmd.hold_reason  # the wait did not count against the timeout
     assert loop.states() == ["hold", "approach", "grasp", "execute", "release", "done"]
+
+
+class GapInExecute(ConstantPolicy):
+    """A policy whose input goes missing for ``gap`` calls from its third execute call on."""
+
+    def __init__(self, gap: int) -> None:
+        super().__init__(np.zeros(6))
+        self.gap, self.execute_calls = gap, 0
+
+    def predict(self, obs: dict) -> dict:
+        if obs["state"] == "execute":
+            self.execute_calls += 1
+            if 3 <= self.execute_calls < 3 + self.gap:
+                raise PolicyInputMissing("observation 'image' has not arrived yet (None)")
+        return super().predict(obs)
+
+
+def test_a_wait_in_execute_stops_the_plan_clock():
+    loop = make_loop(ControllerConfig(mode="residual"), GapInExecute(gap=5), pull_plan())
+    cmd = loop.run_until(finished)
+    assert cmd.state == "done", cmd.hold_reason
+    waiting = [i for i, c in enumerate(loop.commands) if "waiting for" in c.hold_reason]
+    assert len(waiting) == 5
+    before, after = loop.commands[waiting[0] - 1], loop.commands[waiting[-1] + 1]
+    assert before.state == after.state == "execute"
+    # The plan resumes where it stopped (a clock that ran on would be a second further).
+    assert after.step - before.step <= 1, (before.step, after.step)
+
+
+def test_a_policy_input_that_never_arrives_fails_the_run_without_motion():
+    class NoGoal:
+        def predict(self, obs: dict) -> dict:
+            raise PolicyInputMissing("observation 'goal_image' has not arrived yet (None)")
+
+    config = ControllerConfig(mode="residual", policy_input_timeout_s=1.0)
+    loop = make_loop(config, NoGoal(), pull_plan())
+    cmd = loop.run_until(finished)
+    assert cmd.state == "failed"
+    assert "policy_input_timeout_s" in cmd.hold_reason and "goal_image" in cmd.hold_reason
+    assert loop.states() == ["hold", "failed"]
+    for c in loop.commands:
+        np.testing.assert_allclose(c.q_target, loop.joints[0], atol=1e-12)
+
+
+def test_an_unusable_input_holds_with_its_reason_without_asking_the_policy():
+    policy = ConstantPolicy(np.zeros(6))
+    loop = make_loop(ControllerConfig(mode="residual"), policy, pull_plan())
+    loop.extra["input_errors"] = {"image": "camera image is 8x8 mono8, expected rgb8"}
+    cmds = [loop.tick() for _ in range(3)]
+    assert [c.state for c in cmds] == ["hold"] * 3 and policy.inputs == []
+    assert "image: camera image is 8x8 mono8" in cmds[-1].hold_reason
+    loop.extra.clear()  # a usable frame came
+    assert loop.run_until(finished).state == "done"
+
+
+def test_tracks_of_another_goal_are_waited_for():
+    plan = pull_plan()
+    px = np.zeros((3, 2, 2), np.float32)
+    old = PointTrackSet(px, np.ones(2), Intrinsics.from_fov(8, 8, 60.0), goal_id="previous")
+    policy = ConstantPolicy(np.zeros(6))
+    loop = make_loop(ControllerConfig(mode="residual"), policy, plan)
+    loop.extra["tracks"] = old
+    cmd = loop.tick()
+    assert cmd.state == "hold" and policy.inputs == []
+    assert "tracks of goal 'pull' (the latest are for goal 'previous')" in cmd.hold_reason
+    loop.extra["tracks"] = dataclasses.replace(old, goal_id=plan.goal_id)
+    assert loop.run_until(finished).state == "done"
+    assert policy.inputs[0]["tracks"].goal_id == "pull"
 
 
 def test_a_non_finite_policy_output_holds_and_then_fails():
@@ -461,12 +533,15 @@ def test_the_approach_goes_to_the_corrected_pre_grasp(mode):
     loop = make_loop(ControllerConfig(mode=mode), policy, plan)
     loop.run_until(lambda c: c.state == "grasp")
     approach = [c for c in loop.commands if c.state == "approach"]
-    # The pre-grasp keeps its pose relative to the grasp: the corrected grasp, backed off.
-    expected = corrected @ np.linalg.inv(T_grasp) @ plan.pregrasp
-    if mode == "residual":  # the residual composes on the pre-grasp itself
-        expected = np.eye(4)
-        expected[:3, :3] = rotation_exp(DELTA[3:]) @ plan.pregrasp[:3, :3]
-        expected[:3, 3] = plan.pregrasp[:3, 3] + DELTA[:3]
+    # In approach the policy is asked for the grasp step, with the grasp pose to correct.
+    first = policy.inputs[0]
+    assert first["state"] == "approach" and first["step"] == plan.grasp_step
+    np.testing.assert_array_equal(first["plan_pose"], T_grasp)
+    # The same rule in both modes: the pre-grasp keeps its body-frame offset from the grasp (the
+    # plan's approach line) and turns as the grasp pose turned.
+    expected = np.eye(4)
+    expected[:3, :3] = rotation_exp(DELTA[3:]) @ plan.pregrasp[:3, :3]
+    expected[:3, 3] = corrected[:3, 3] + (plan.pregrasp[:3, 3] - T_grasp[:3, 3])
     np.testing.assert_allclose(approach[-1].ee_goal, expected, atol=1e-6)
     first_grasp = next(i for i, c in enumerate(loop.commands) if c.state == "grasp")
     np.testing.assert_allclose(loop.hand[first_grasp][:3, 3], expected[:3, 3], atol=0.006)

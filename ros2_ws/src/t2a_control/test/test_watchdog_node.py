@@ -72,10 +72,9 @@ class FakeSpotRos2Arm:
         self._pub.publish(ros_conv.joint_state_msg(names, [*self.q, self.f1x]))
 
 
-def slow_plan(T_start: np.ndarray) -> EEPlan:
-    """Grasp where the hand is (no approach), then pull 10 cm in 20 s: a step every tick, so a
-    plan clock that kept running during a hold would show in ``step``."""
-    steps = 101
+def slow_plan(T_start: np.ndarray, steps: int = 101) -> EEPlan:
+    """Grasp where the hand is (no approach), then pull 10 cm in 20 s: with 101 steps a step
+    every tick, so a plan clock that kept running during a hold would show in ``step``."""
     poses = np.repeat(T_start[None], steps, axis=0)  # (T, 4, 4)
     poses[:, 0, 3] -= np.linspace(0.0, 0.1, steps)
     times = np.linspace(0.0, 20.0, steps)
@@ -223,4 +222,72 @@ def test_holds_within_two_ticks_of_a_stale_input_and_resumes(name: str) -> None:
         print(f"{name}: {H.message!r} on a {H.period_ms:.0f} ms tick; the node got the last "
               f"message {stamp(H) - age - last_sent:+.3f} s after it was sent; resumed "
               f"{len(probe.statuses) - resumed} tick(s) after it was sent again")  # fmt: skip
+        probe.node.destroy_node()
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy inputs: the residual node holds, saying why, until it has inputs it can use
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_residual_node_holds_on_unusable_policy_inputs_and_says_why() -> None:
+    """Residual mode with the shipped policy: a mono8 camera and the goal image of an earlier
+    goal hold the arm where it is, each named in the hold reason; usable ones start the run."""
+    from t2a_common.core.geometry import Intrinsics
+    from t2a_common.core.types import PointTrackSet
+    from t2a_msgs.msg import PointTracks
+
+    args = ["-m", "t2a_control.nodes.residual_controller", "--ros-args",
+            "-p", "color_topic:=/watchdog_test/image", "-p", "control.mode:=residual"]  # fmt: skip
+    with ChildProcess(args) as controller, ros_context() as ctx:
+        probe = Probe(ctx)
+        rgb = probe.frame
+        probe.frame = ros_conv.numpy_to_image(np.zeros((48, 64), np.uint8), "mono8")
+        tracks_pub = probe.node.create_publisher(PointTracks, "/t2a/tracks", LATCHED)
+        goal_pub = probe.node.create_publisher(Image, "/t2a/goal_image", LATCHED)
+
+        def logs() -> str:
+            return f"statuses:\n{probe.history(-15)}\nnode:\n{controller.stop()[-3000:]}"
+
+        assert probe.spin_until(lambda: probe.state() == "idle" and "waiting" not in
+                                probe.statuses[-1].message, 60.0), logs()  # fmt: skip
+        plan = slow_plan(fk(probe.arm.q), steps=9)  # the policy's horizon + 1
+        rng = np.random.default_rng(0)
+        p0 = rng.uniform([0, 0], [63, 47], (20, 2))
+        px = np.repeat(p0[None], 9, axis=0).astype(np.float32)
+        i0 = 100.0  # I0 stamp (s) of these tracks
+        tracks = PointTrackSet(px, np.full(20, 0.8), Intrinsics.from_fov(64, 48, 60.0),
+                               goal_id=plan.goal_id, stamp_s=i0)  # fmt: skip
+        tracks_pub.publish(ros_conv.point_tracks_to_msg(tracks))
+        goal = ros_conv.numpy_to_image(np.full((48, 64, 3), 90, np.uint8), "rgb8")
+        goal.header.stamp = ros_conv.sec_to_stamp(i0 - 5.0)  # an earlier goal's image
+        goal_pub.publish(goal)
+        q0 = probe.arm.q.copy()
+        probe.plan.publish(ros_conv.ee_plan_to_msg(plan))
+
+        def holding_for(*names: str) -> bool:
+            s = probe.statuses[-1] if probe.statuses else None
+            return (s is not None and s.state_name == "hold" and s.goal_id == plan.goal_id
+                    and all(f"{n}: " in s.message for n in names))  # fmt: skip
+
+        assert probe.spin_until(lambda: holding_for("goal_image", "image"), 15.0), logs()
+        reason = probe.statuses[-1].message
+        assert "camera image is 64x48 mono8" in reason, reason
+        assert "not the goal of the tracks of goal 'watchdog'" in reason, reason
+        n = len(probe.statuses)
+        assert probe.spin_until(lambda: len(probe.statuses) >= n + 5, 5.0), logs()
+        assert all(s.state_name == "hold" for s in probe.statuses[n:]), probe.history(n)
+        np.testing.assert_allclose(probe.arm.q, q0, atol=1e-9)  # no motion while it waits
+
+        probe.frame = rgb  # a usable camera: only the goal image is still wrong
+        assert probe.spin_until(
+            lambda: holding_for("goal_image") and "image: camera" not in probe.statuses[-1].message,
+            5.0,
+        ), logs()
+        np.testing.assert_allclose(probe.arm.q, q0, atol=1e-9)
+
+        goal.header.stamp = ros_conv.sec_to_stamp(i0)  # the goal image of these tracks
+        goal_pub.publish(goal)
+        assert probe.spin_until(lambda: probe.state() == "execute", 15.0), logs()
+        assert "Traceback" not in controller.stop()
         probe.node.destroy_node()

@@ -98,6 +98,8 @@ def test_goals_over_dds(checkpoint, tmp_path):
                                  rclpy.qos.QoSProfile(depth=1, durability=1))  # fmt: skip
         node.create_subscription(Image, "/t2a/tracks/overlay", lambda m: got.__setitem__("o", m),
                                  rclpy.qos.QoSProfile(depth=1, durability=1))  # fmt: skip
+        node.create_subscription(Image, "/t2a/goal_image", lambda m: got.__setitem__("g", m),
+                                 rclpy.qos.QoSProfile(depth=1, durability=1))  # fmt: skip
         node.create_subscription(MarkerArray, "/t2a/tracks/markers",
                                  lambda m: got.__setitem__("m", m),
                                  rclpy.qos.QoSProfile(depth=1, durability=1))  # fmt: skip
@@ -126,7 +128,10 @@ def test_goals_over_dds(checkpoint, tmp_path):
             spin_until(node, lambda: False, timeout=0.1)
         res = _call(node, client, SetGoal.Request(goal_image=goal, seed=3), camera=cam)
         assert res.success, res.message
-        assert spin_until(node, lambda: len(got) == 3 and got["t"].goal_id == res.goal_id, 10.0)
+        assert spin_until(node, lambda: len(got) == 4 and got["t"].goal_id == res.goal_id, 10.0)
+        # The goal image goes out stamped with its tracks' I0, which ties the two together.
+        assert got["g"].header.stamp == got["t"].header.stamp
+        assert bytes(got["g"].data) == bytes(goal.data)
         tracks = ros_conv.msg_to_point_tracks(got["t"])
         assert (tracks.num_points, tracks.horizon) == (32, TINY.horizon)
         left_half = np.zeros((H, W), bool)

@@ -9,13 +9,17 @@ so the node, the simulator and tests drive it the same way. Each tick:
    or a retreat along the approach direction after opening the gripper (release);
 3. the policy corrects it (mode "residual": ``a_t = Delta a_t (+) a_bar_t``, translation added and
    rotation composed as ``exp(Delta rot) @ R`` in the body frame; "absolute": the policy's pose
-   replaces it; "open_loop": no policy);
+   replaces it; "open_loop": no policy). In approach the policy is asked for the grasp step and
+   its answer moves the pre-grasp pose with the grasp pose: the pre-grasp keeps its body-frame
+   offset from the grasp (the plan's approach line) and turns as the grasp pose does;
 4. safety filter on the hand goal -> IK seeded from the current joints (nearest solution) ->
    safety filter on the joints -> :class:`Command`.
 
 States (names and order match ``t2a_msgs/ControlStatus`` STATE_*): idle -> approach -> grasp ->
-execute -> release -> done; hold (stale input, a rejected goal, an IK failure, or stop) and
-failed (bad plan, a pose IK cannot reach for ``ik_fail_ticks`` ticks, a timeout, a broken policy).
+execute -> release -> done; hold (stale input, a rejected goal, an IK failure, stop, or waiting
+for a policy input that has not arrived or is unusable) and failed (bad plan, a pose IK cannot
+reach for ``ik_fail_ticks`` ticks, a timeout, a broken policy, a policy input still missing after
+``policy_input_timeout_s``).
 """
 
 from __future__ import annotations
@@ -129,6 +133,11 @@ class ControllerConfig:
         "states in which the policy corrects the plan (state names); in approach it corrects "
         "the pre-grasp pose with the grasp step's correction",
     )
+    policy_input_timeout_s: float = param(
+        10.0,
+        "longest hold waiting for a policy input (goal image, tracks of this plan's goal, a "
+        "usable camera frame) before the run fails (s)",
+    )
     policy_gripper: bool = param(
         False, "let the policy's gripper output (>= 0.5 = open) drive the gripper in execute"
     )
@@ -147,7 +156,8 @@ class ControllerConfig:
         positive = (
             "move_speed_mps move_angular_speed_rps position_tolerance_m rotation_tolerance_rad "
             "approach_timeout_s grasp_timeout_s gripper_timeout_s max_tracking_error_m "
-            "max_tracking_error_rad execute_timeout_s settle_timeout_s retreat_timeout_s"
+            "max_tracking_error_rad execute_timeout_s settle_timeout_s retreat_timeout_s "
+            "policy_input_timeout_s"
         ).split()
         for name in positive:
             value = getattr(self, name)
@@ -208,7 +218,10 @@ class Policy(Protocol):
     rotation vector (rad)], both in the body frame. ``gripper``: in [0, 1], 1 = open. For mode
     "absolute", ``pose`` (4, 4) ``T_body_tool``, or else ``delta`` read as an absolute
     [position (m), rotation vector (rad)]. The input keys are listed in :meth:`Controller.tick`.
-    An optional ``reset()`` is called whenever a new plan starts.
+    In approach the policy is asked for the grasp step (``"step"``, and ``"plan_pose"`` is the
+    grasp pose); the controller carries its answer over to the pre-grasp pose. Raise
+    :class:`PolicyInputMissing` for an input that has not arrived yet. An optional ``reset()``
+    is called whenever a new plan starts.
     """
 
     def predict(self, obs: dict[str, Any]) -> dict[str, Any]: ...
@@ -226,6 +239,9 @@ class Observation:
     goal_image: np.ndarray | None = None  # (H, W, 3) uint8, the goal G
     tracks: PointTrackSet | None = None  # predicted tracks tau for the current goal
     stamps: Mapping[str, float] = dataclasses.field(default_factory=dict)  # name -> last receipt
+    # name -> why the latest message of a policy input could not be used (a camera frame in an
+    # encoding the policy cannot take, a goal image of another goal); the policy waits on it
+    input_errors: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         q = np.array(self.q, dtype=float)
@@ -345,8 +361,11 @@ class Controller:
         The policy (modes residual/absolute, in ``policy_states``) gets a dict with: "image"
         (H, W, 3) uint8 or None, "image_stamp_s", "goal_image", "tracks" (PointTrackSet or
         None), "plan_poses" (T, 4, 4), "plan_times_s" (T,) and "grasp_step" of the open-loop
-        plan, "step" (int), "plan_pose" (4, 4) the open-loop goal a_bar_t being corrected,
-        "ee_pose" (4, 4) the measured hand pose, "q" (6,), "gripper", "state" and "time_s".
+        plan, "step" (int), "plan_pose" (4, 4) the open-loop pose of "step" being corrected
+        (in approach: the grasp pose, whose correction the pre-grasp gets), "ee_pose" (4, 4)
+        the measured hand pose, "q" (6,), "gripper", "state" and "time_s". It is not asked
+        while ``obs.input_errors`` names a problem, nor with tracks of another goal than the
+        plan's: the controller holds, waiting, and fails after ``policy_input_timeout_s``.
         """
         t_start = self._timer()
         period = obs.now_s - self._last_now if self._last_now is not None else math.nan
@@ -387,10 +406,19 @@ class Controller:
         except PolicyInputMissing as e:  # waiting for an input is neither progress nor failure
             self._phase_time -= dt_clock
             self._clock -= clock_step
+            if self._wait_started is None:
+                self._wait_started = obs.now_s
+            waited = obs.now_s - self._wait_started
+            if waited > self.config.policy_input_timeout_s:
+                return self._fail(
+                    obs, f"waited {waited:.1f} s (> policy_input_timeout_s) for the policy's "
+                    f"input: {e}"
+                )  # fmt: skip
             return self._hold(obs, f"waiting for the policy's input: {e}")
         except _PolicyFailure as e:
             return self._fail(obs, str(e))
         self._held_q = None  # a hold (stale input, waiting) ends with the first real goal
+        self._wait_started = None
         if self._phase == FAILED:
             return self._fail(obs, self._note)
         if goal is None:  # finished this tick (done)
@@ -409,6 +437,7 @@ class Controller:
         self._step = -1
         self._bad_ticks = 0
         self._held_q: np.ndarray | None = None
+        self._wait_started: float | None = None  # when the current wait for a policy input began
         self._fail_q: np.ndarray | None = None
         self._last_target: np.ndarray | None = None
         self._release_pose: np.ndarray | None = None
@@ -446,7 +475,10 @@ class Controller:
         plan = self._plan
         self._step = plan.grasp_step
         self._gripper_open = True
-        target = self._corrected(obs, plan.pregrasp, T_current)
+        target = plan.pregrasp
+        if self._policy_active():  # the grasp pose's correction moves the pre-grasp along
+            T_grasp = plan.ee_poses[plan.grasp_step]
+            target = _carry_over(target, T_grasp, self._corrected(obs, T_grasp, T_current))
         if self._sub_started is None:  # first tick of the approach: plan the path in joints
             self._sub_started = self._phase_time
             self._via = self._approach_joints(obs.q, T_current, target)
@@ -676,10 +708,14 @@ class Controller:
 
     # --- policy ---------------------------------------------------------------------------
 
+    def _policy_active(self) -> bool:
+        """Whether the policy corrects the plan in the current state."""
+        return self.config.mode != "open_loop" and self._phase in self.config.policy_states
+
     def _corrected(self, obs: Observation, T_plan: np.ndarray, T_current: np.ndarray) -> np.ndarray:
         """The open-loop goal ``T_plan`` (4, 4) with the policy's correction for this mode."""
         mode = self.config.mode
-        if mode == "open_loop" or self._phase not in self.config.policy_states:
+        if not self._policy_active():
             return T_plan
         out = self._policy_output(obs, T_plan, T_current)
         if mode == "absolute":
@@ -692,8 +728,6 @@ class Controller:
                 T = np.eye(4)
                 T[:3, :3] = rotation_exp(a[3:]) if np.isfinite(a).all() else np.nan
                 T[:3, 3] = a[:3]
-            if self._phase == APPROACH:  # the policy's grasp pose, backed off as the plan's is
-                T = T @ (np.linalg.inv(self._plan.ee_poses[self._plan.grasp_step]) @ T_plan)
             return T
         delta = self._delta(out)
         t, w = delta[:3], delta[3:]
@@ -733,6 +767,15 @@ class Controller:
         if self._policy_cache is not None and self._policy_cache[0] == self._phase:
             return self._policy_cache[1]
         plan = self._plan
+        if obs.input_errors:
+            raise PolicyInputMissing(
+                "; ".join(f"{name}: {why}" for name, why in sorted(obs.input_errors.items()))
+            )
+        tracks_id = getattr(obs.tracks, "goal_id", "")
+        if obs.tracks is not None and tracks_id and plan.goal_id and tracks_id != plan.goal_id:
+            raise PolicyInputMissing(
+                f"tracks of goal {plan.goal_id!r} (the latest are for goal {tracks_id!r})"
+            )
         inputs = {
             "image": obs.image,
             "image_stamp_s": obs.image_stamp_s,
@@ -867,6 +910,19 @@ class Controller:
             timings_ms=dict(timings),
             period_ms=self._tick_info["period_ms"],
         )
+
+
+def _carry_over(T_pre: np.ndarray, T_grasp: np.ndarray, T_new: np.ndarray) -> np.ndarray:
+    """The pre-grasp pose for the corrected grasp pose ``T_new`` (all (4, 4) ``T_body_tool``).
+
+    It keeps the plan's body-frame offset from the grasp pose (so the hand still comes in along
+    the plan's approach line) and turns in place as the grasp pose turned: the same rule for a
+    residual (``exp(w) @ R``, ``p + t``) and an absolute pose. NaN stays NaN (a hold).
+    """
+    T = np.eye(4)
+    T[:3, :3] = T_new[:3, :3] @ T_grasp[:3, :3].T @ T_pre[:3, :3]
+    T[:3, 3] = T_new[:3, 3] + (T_pre[:3, 3] - T_grasp[:3, 3])
+    return T
 
 
 def _clip_norm(v: np.ndarray, limit: float) -> tuple[np.ndarray, bool]:

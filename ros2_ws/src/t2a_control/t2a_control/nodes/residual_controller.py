@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,12 @@ class ResidualControllerNode(Node):
         self._image: Image | None = None
         self._image_received = float("nan")
         self._goal_image: np.ndarray | None = None
+        self._goal_stamp_s = 0.0  # header stamp of the goal image: its tracks' I0 stamp
+        self._goal_error = ""  # why the latest goal image is unusable
+        # The tick, the plan and stop callbacks run in different groups (threads); the lock keeps
+        # a stop or a new plan from landing in the middle of a tick (and a tick's command from
+        # reaching the arm after a stop).
+        self._lock = threading.Lock()
         self._tracks = None
         self._plan_id: str | None = None
         self._gripper_open: bool | None = None
@@ -247,7 +254,9 @@ class ResidualControllerNode(Node):
     def _on_goal(self, msg: Image) -> None:
         try:
             self._goal_image = ros_conv.image_to_rgb(msg, "goal image")
+            self._goal_stamp_s, self._goal_error = ros_conv.stamp_to_sec(msg.header.stamp), ""
         except ValueError as exc:
+            self._goal_image, self._goal_error = None, f"unusable: {exc}"
             self.get_logger().error(str(exc))
 
     def _on_tracks(self, msg: PointTracks) -> None:
@@ -272,12 +281,14 @@ class ResidualControllerNode(Node):
                     self.get_logger().error(f"cannot start: {text}")
                     return
             self._powered = True
-        self.controller.set_plan(plan)
+        with self._lock:
+            self.controller.set_plan(plan)
         self.get_logger().info(f"plan {plan.goal_id}: {'executing' if plan.ok else plan.message}")
 
     def _on_stop(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
-        self.controller.stop()
-        ok, text = self.driver.stop()
+        with self._lock:  # no tick's command can follow the driver's stop
+            self.controller.stop()
+            ok, text = self.driver.stop()
         res.success, res.message = True, f"holding; plan dropped (driver: {text})"
         if not ok:
             self.get_logger().warn(f"driver stop: {text}")
@@ -285,17 +296,40 @@ class ResidualControllerNode(Node):
 
     # ------------------------------------------------------------------ the loop
     def _on_tick(self) -> None:
+        with self._lock:
+            self._tick()
+
+    def _policy_input_errors(self) -> dict[str, str]:
+        """Why the goal image cannot be used with the current tracks (Observation.input_errors)."""
+        if self._goal_error:
+            return {"goal_image": self._goal_error}
+        tracks = self._tracks
+        if self._goal_image is None or tracks is None or self._goal_stamp_s == 0.0:
+            return {}  # an unstamped goal image (not from track_predictor) cannot be matched
+        if abs(self._goal_stamp_s - tracks.stamp_s) > 1e-6:
+            return {
+                "goal_image": f"the latest goal image (stamped {self._goal_stamp_s:.3f} s) is "
+                f"not the goal of the tracks of goal {tracks.goal_id!r} (I0 stamped "
+                f"{tracks.stamp_s:.3f} s); waiting for the matching goal image and tracks"
+            }
+        return {}
+
+    def _tick(self) -> None:
         now = self._now()
         if not self.driver.has_state():
             self._publish_status(None, f"waiting for /{self.cfg.spot_name}/joint_states")
             return
         q, gripper, _ = self.driver.joint_positions()
         image = None
-        if self._image is not None and self.cfg.control.mode != "open_loop":
-            try:
-                image = ros_conv.image_to_rgb(self._image, "camera image")
-            except ValueError as exc:
-                self.get_logger().error(str(exc), throttle_duration_sec=5.0)
+        errors: dict[str, str] = {}
+        if self.cfg.control.mode != "open_loop":
+            errors = self._policy_input_errors()
+            if self._image is not None:
+                try:
+                    image = ros_conv.image_to_rgb(self._image, "camera image")
+                except ValueError as exc:
+                    errors["image"] = str(exc)
+                    self.get_logger().error(str(exc), throttle_duration_sec=5.0)
         stamps = {"joint_states": self.driver.received_s}
         if self._image is not None:
             stamps["image"] = self._image_received
@@ -310,6 +344,7 @@ class ResidualControllerNode(Node):
             goal_image=self._goal_image,
             tracks=self._tracks,
             stamps=stamps,
+            input_errors=errors,
         )
         cmd = self.controller.tick(obs)
         if cmd.send_joints:
@@ -348,7 +383,9 @@ class ResidualControllerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(ResidualControllerNode, args, threads=3)
+    # The tick, the camera, the plan/stop group and the driver's service answers: a thread each,
+    # so a stop waiting on the driver's answer never starves the thread that delivers it.
+    return run_node(ResidualControllerNode, args, threads=4)
 
 
 if __name__ == "__main__":

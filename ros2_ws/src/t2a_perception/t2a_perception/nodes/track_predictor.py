@@ -3,7 +3,8 @@
 Keeps the latest colour + aligned depth pair (own stamp pairing) and camera_info; ``set_goal``
 samples query points P0 on the current frame, predicts their tracks towards the goal image, and
 publishes ``tracks`` (transient local, so a late planner still gets them), ``tracks/markers``,
-``tracks/overlay`` and the accepted ``goal_image`` (for the residual policy). Prediction runs in
+``tracks/overlay`` and the accepted ``goal_image`` (for the residual policy; its header stamp is
+the tracks' I0 stamp, which ties the two together). Prediction runs in
 the service callback on its own callback group of a multi-threaded executor, so camera callbacks
 keep arriving while the model runs.
 """
@@ -160,7 +161,10 @@ class TrackPredictorNode(Node):
             self.get_logger().warn(f"set_goal refused: {exc}")
             return res
         msg = ros_conv.point_tracks_to_msg(tracks, extra)
-        self._pub_goal.publish(req.goal_image)  # the residual policy looks at the goal too
+        # The residual policy looks at the goal too. Stamped with its tracks' I0 stamp, so the
+        # controller can tell the goal image of these tracks from an earlier goal's.
+        req.goal_image.header.stamp = msg.header.stamp
+        self._pub_goal.publish(req.goal_image)
         self._pub_tracks.publish(msg)
         self._pub_markers.publish(track_markers(tracks, msg.header.stamp))
         overlay = draw_tracks(image0, tracks.tracks_px, tracks.confidence, self.cfg.overlay_stride)
