@@ -52,6 +52,19 @@ def test_summary_counts_successes_and_failures_per_split():
     assert f"| {LABELS['gt_residual']} | - | 100% (1/1) | 100% (1/1) |" in table
 
 
+def test_an_out_folder_refuses_to_resume_with_other_outcome_settings(tmp_path, capsys):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "settings.json").write_text(json.dumps({"grasp_offset_m": 0.02}))
+    with pytest.raises(SystemExit) as exc:
+        eval_closed_loop.main(["--methods", "gt_open_loop", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds results made with other settings" in err
+    assert "grasp_offset_m was 0.02, now 0.0" in err and "Use another --out" in err
+    assert not (out / "episodes.jsonl").exists()  # nothing ran
+
+
 @pytest.mark.slow
 @pytest.mark.sim
 def test_the_shipped_residual_beats_open_loop_on_the_graspable_tasks(tmp_path):

@@ -81,6 +81,8 @@ DEFAULT_CHECKPOINTS = {
     "residual_checkpoint": "ros2_ws/src/t2a_control/models/residual_default",
     "absolute_checkpoint": "runs/absolute/best",
 }
+# Flags that only choose which episodes run, or how: an --out folder resumes across them.
+RESUMABLE_ARGS = ("splits", "episodes", "first_seed", "tasks", "methods", "workers", "out")
 
 
 def episodes(
@@ -225,6 +227,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Results resume per (split, task, seed, method); everything else that changes an outcome
+    # must be the same as when the folder was started, or its episodes would mix two setups.
+    outcome_settings = {k: v for k, v in vars(args).items() if k not in RESUMABLE_ARGS}
+    frozen = out / "settings.json"
+    if frozen.exists():
+        before = json.loads(frozen.read_text())
+        changed = {k: (before.get(k), v) for k, v in outcome_settings.items() if before.get(k) != v}
+        if changed:
+            p.error(
+                f"{out} holds results made with other settings: "
+                + "; ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items())
+                + ". Use another --out (or delete it)"
+            )
+    else:
+        frozen.write_text(json.dumps(outcome_settings, indent=2) + "\n")
     log = out / "episodes.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     done = {(r["split"], r["task"], r["seed"], r["method"]) for r in rows}
@@ -268,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f" --grasp-offset-m {args.grasp_offset_m}" if args.grasp_offset_m else "")
             + (f" --policy-states {' '.join(args.policy_states)}"
                if tuple(args.policy_states) != ControllerConfig().policy_states else "")
+            + (" --temporal-ensemble" if args.temporal_ensemble else "")
             + "`") if rows else "no episodes"  # fmt: skip
     table = markdown(summary, args.methods, args.splits, note)
     (out / "table.md").write_text(table)

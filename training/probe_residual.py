@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             break
         with np.load(ref.path) as z:
             demo = {k: z[k] for k in z.files}
-        if json.loads(str(demo["meta"])).get("noise") is not None or len(demo["step"]) == 0:
-            continue  # only clean plans: the shift is then the only plan error
+        meta = json.loads(str(demo["meta"]))
+        if meta.get("noise") is not None or meta.get("plan_source") == "model":
+            continue  # only clean ground-truth plans: the shift is then the only plan error
+        if len(demo["step"]) == 0:
+            continue
         a = rng.uniform(0.0, 2.0 * np.pi)
         shift = args.shift_m * np.array([np.cos(a), np.sin(a), 0.0])
         ratios.append(follow_ratio(runner, demo, shift))

@@ -199,10 +199,12 @@ class DemoConfig:
         "has not corrected yet (1)",
     )
     dart_rate: float = param(
-        0.5, "DART: per tick, the executed share of the correction closes this part of its gap to 1"
+        0.5,
+        "DART: per policy call (once a tick, twice on a tick that changes state), the executed "
+        "share of the correction closes this part of its gap to 1",
     )
     dart_kick_prob: float = param(
-        0.05, "DART: per tick, chance that the executed share drops again to U(0, 1)"
+        0.05, "DART: per policy call, chance that the executed share drops again to U(0, 1)"
     )
     dart_noise_m: float = param(
         0.0,
@@ -412,11 +414,12 @@ class OraclePolicy:
 
     With ``dart`` (DART, Laskey et al. 2017), it *executes* a lagging, noisy correction: a share
     ``alpha`` of the label plus Gaussian noise, where ``alpha`` starts at U(0, 1), closes
-    ``dart_rate`` of its gap to 1 each tick and, with ``dart_kick_prob`` per tick, drops to
-    U(0, 1) again. The recorded label stays exact. Without it every recorded hand already sits
-    where the label says (the demonstrator corrects at once), and behaviour cloning learns to
-    read the correction off the hand instead of the scene (the copycat problem); with it the
-    states include hands that a learned policy has not corrected yet.
+    ``dart_rate`` of its gap to 1 per call (once a tick, twice on a tick that changes state)
+    and, with ``dart_kick_prob`` per call, drops to U(0, 1) again. The recorded label stays
+    exact. Without it every recorded hand already sits where the label says (the demonstrator
+    corrects at once), and behaviour cloning learns to read the correction off the hand instead
+    of the scene (the copycat problem); with it the states include hands that a learned policy
+    has not corrected yet.
     """
 
     def __init__(
