@@ -40,7 +40,7 @@ grasp step on. Labels are per plan step; a tick at plan step ``s`` is trained on
 ``a*_s .. a*_{s+h-1}`` (``action_chunks``), exactly how ``PolicyRunner`` reads a chunk (row ``j``
 is for plan step ``step + j``). The demonstrator executes the residual label of the current step
 itself, so the recorded states are those a perfect policy would visit; with ``dart_fraction`` > 0
-that share of the variants executes a lagging, noisy correction instead (:class:`OraclePolicy`),
+that share of the variants executes a lagging correction instead (:class:`OraclePolicy`),
 so the states also include hands a learned policy has not corrected yet, labelled exactly.
 
 Layout of a demo directory ``OUT``::
@@ -194,9 +194,9 @@ class DemoConfig:
     )
     dart_fraction: float = param(
         0.7,
-        "share of variants whose demonstrator executes its correction late and noisily (DART): "
-        "the recorded labels stay exact, the recorded states include hands a learned policy "
-        "has not corrected yet (1)",
+        "share of variants whose demonstrator executes its correction late (DART; noise too "
+        "with dart_noise_*): the recorded labels stay exact, the recorded states include "
+        "hands a learned policy has not corrected yet (1)",
     )
     dart_rate: float = param(
         0.5,
@@ -412,14 +412,14 @@ class OraclePolicy:
     Returns the residual label of the current plan step, ``a*_step`` relative to ``a_bar_step``,
     and records, per call, what the learned policy will see at that tick.
 
-    With ``dart`` (DART, Laskey et al. 2017), it *executes* a lagging, noisy correction: a share
-    ``alpha`` of the label plus Gaussian noise, where ``alpha`` starts at U(0, 1), closes
-    ``dart_rate`` of its gap to 1 per call (once a tick, twice on a tick that changes state)
-    and, with ``dart_kick_prob`` per call, drops to U(0, 1) again. The recorded label stays
-    exact. Without it every recorded hand already sits where the label says (the demonstrator
-    corrects at once), and behaviour cloning learns to read the correction off the hand instead
-    of the scene (the copycat problem); with it the states include hands that a learned policy
-    has not corrected yet.
+    With ``dart`` (DART, Laskey et al. 2017), it *executes* a lagging correction: a share
+    ``alpha`` of the label (plus Gaussian noise with ``dart_noise_*`` > 0), where ``alpha``
+    starts at U(0, 1), closes ``dart_rate`` of its gap to 1 per call (once a tick, twice on a
+    tick that changes state) and, with ``dart_kick_prob`` per call, drops to U(0, 1) again. The
+    recorded label stays exact. Without it every recorded hand already sits where the label says
+    (the demonstrator corrects at once), and behaviour cloning learns to read the correction off
+    the hand instead of the scene (the copycat problem); with it the states include hands that a
+    learned policy has not corrected yet.
     """
 
     def __init__(

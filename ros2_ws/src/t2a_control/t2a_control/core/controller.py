@@ -723,11 +723,11 @@ class Controller:
                 T = np.asarray(out["pose"], dtype=float)
                 if T.shape != (4, 4):
                     raise _PolicyFailure(f"policy 'pose' has shape {T.shape}, expected (4, 4)")
-            else:
-                a = self._delta(out)
-                T = np.eye(4)
-                T[:3, :3] = rotation_exp(a[3:]) if np.isfinite(a).all() else np.nan
-                T[:3, 3] = a[:3]
+                return T
+            a = self._delta(out)
+            T = np.eye(4)
+            T[:3, :3] = rotation_exp(a[3:]) if np.isfinite(a).all() else np.nan
+            T[:3, 3] = a[:3]
             return T
         delta = self._delta(out)
         t, w = delta[:3], delta[3:]
@@ -771,8 +771,8 @@ class Controller:
             raise PolicyInputMissing(
                 "; ".join(f"{name}: {why}" for name, why in sorted(obs.input_errors.items()))
             )
-        tracks_id = getattr(obs.tracks, "goal_id", "")
-        if obs.tracks is not None and tracks_id and plan.goal_id and tracks_id != plan.goal_id:
+        tracks_id = obs.tracks.goal_id if obs.tracks is not None else ""
+        if tracks_id and plan.goal_id and tracks_id != plan.goal_id:
             raise PolicyInputMissing(
                 f"tracks of goal {plan.goal_id!r} (the latest are for goal {tracks_id!r})"
             )
