@@ -21,13 +21,13 @@ import torch
 from common import emit_json, parser, print_table, stats_ms  # benchmarks/ is sys.path[0]
 
 from t2a_common.core.geometry import SIM_CAMERA_QUAT, SIM_CAMERA_XYZ, Intrinsics, pose_to_matrix
+from t2a_common.core.kinematics import fk, solve_ik
+from t2a_common.core.spot_arm import READY
 from t2a_common.core.types import PLAN_OK, EEPlan, PointTrackSet
 from t2a_control.core.controller import Controller, ControllerConfig, Observation
 from t2a_control.core.driver import FakeArmDriver
-from t2a_control.core.kinematics import fk, solve_ik
 from t2a_control.core.policy import PolicyConfig, PolicyStats, ResidualPolicy
 from t2a_control.core.policy_runtime import PolicyRunner
-from t2a_control.core.spot_arm import READY
 
 WIDTH, HEIGHT, FOVY_DEG = 640, 480, 42.0
 NUM_POINTS = 400

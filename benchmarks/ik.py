@@ -24,8 +24,8 @@ import mujoco
 import numpy as np
 from common import emit_json, parser, print_table, stats_ms  # benchmarks/ is sys.path[0]
 
-from t2a_control.core.kinematics import IKConfig, fk, fk_batch, rotation_log, solve_ik
-from t2a_control.core.spot_arm import ARM_JOINTS, LOWER, READY, TOOL_OFFSET, UPPER
+from t2a_common.core.kinematics import IKConfig, fk, fk_batch, rotation_log, solve_ik
+from t2a_common.core.spot_arm import ARM_JOINTS, LOWER, READY, TOOL_OFFSET, UPPER
 
 TOOL_SITE = "tool"
 PERTURBATION = 0.2  # rad, standard deviation of the seed noise in the "perturbed" seeding

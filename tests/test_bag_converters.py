@@ -23,8 +23,8 @@ import torch
 from t2a_bringup.core import bag_frames as bf
 from t2a_bringup.core.bag import BagWriter, MessageTypes
 from t2a_bringup.core.bag_frames import JointTrajectory
+from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.geometry import Intrinsics, invert
-from t2a_control.core import kinematics, spot_arm
 from t2a_control.core.controller import STATES
 from t2a_control.core.policy import PolicyConfig, PolicyStats, ResidualPolicy
 from training import bag_to_demos, bag_to_tracks

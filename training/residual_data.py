@@ -122,9 +122,9 @@ from t2a_bringup.core.episode import (
     run_episode,
     sim_config,
 )
+from t2a_common.core import kinematics
 from t2a_common.core.config import check, fields, from_dict, load_yaml, param, to_dict
 from t2a_common.core.geometry import Intrinsics
-from t2a_control.core import kinematics
 from t2a_control.core.controller import STATES, ControllerConfig
 from t2a_control.core.policy import (
     PolicyConfig,

@@ -44,8 +44,8 @@ from t2a_bringup.core import artifacts
 from t2a_bringup.core.bag import BagReader, BagWriter
 from t2a_bringup.core.episode import EpisodeConfig, expert_reference
 from t2a_common import ros_conv
-from t2a_control.core import kinematics
-from t2a_control.core.spot_arm import ARM_JOINT_NAMES
+from t2a_common.core import kinematics
+from t2a_common.core.spot_arm import ARM_JOINT_NAMES
 from t2a_msgs.msg import ControlStatus, Plan, PointTracks
 from t2a_msgs.srv import SetGoal, SimEpisodeStatus
 from t2a_sim.core import tasks

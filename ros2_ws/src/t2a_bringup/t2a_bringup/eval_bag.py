@@ -35,9 +35,9 @@ import torch
 from t2a_bringup.core import artifacts
 from t2a_bringup.core.bag import BagError, BagReader, MessageTypes, offset_to_bag_time
 from t2a_common import ros_conv
+from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.config import load_yaml
 from t2a_common.core.geometry import Intrinsics
-from t2a_control.core import kinematics, spot_arm
 from t2a_perception.core.frames import depth_at_points
 from t2a_perception.core.predictor import (
     TrackPrediction,

@@ -23,8 +23,8 @@ import torch
 
 from t2a_bringup import eval_bag, sim_goal
 from t2a_bringup.core import artifacts
+from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.geometry import Intrinsics
-from t2a_control.core import kinematics, spot_arm
 from t2a_perception.core.checkpoint import save_checkpoint
 from t2a_perception.core.model import TrackDiT, TrackModelConfig, TrackStats
 from t2a_perception.core.predictor import TrackPredictor, sample_query_points

@@ -17,8 +17,8 @@ from sensor_msgs.msg import JointState
 from visualization_msgs.msg import MarkerArray
 
 from t2a_common import ros_conv
+from t2a_common.core import kinematics, spot_arm
 from t2a_common.testing import ChildProcess, ros_context, spin_until
-from t2a_control.core import kinematics, spot_arm
 
 RVIZ = Path(__file__).resolve().parents[1] / "rviz" / "t2a.rviz"
 RVIZ_TYPES = {  # rviz display class -> the message type it subscribes to

@@ -19,8 +19,8 @@ pytest.importorskip("bosdyn.client", reason="bosdyn-client is not installed")
 
 from bosdyn.api import robot_command_pb2
 
+from t2a_common.core.spot_arm import MAX_JOINT_SPEED, READY, STOW
 from t2a_control.core.driver import ArmDriver
-from t2a_control.core.spot_arm import MAX_JOINT_SPEED, READY, STOW
 from t2a_control.drivers.bosdyn_driver import (
     BosdynArmDriver,
     BosdynDriverConfig,

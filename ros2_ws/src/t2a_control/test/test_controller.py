@@ -15,6 +15,8 @@ import pytest
 
 from t2a_common.core.config import fields, from_dict, ros_params_section
 from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.kinematics import fk, rotation_log
+from t2a_common.core.spot_arm import LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER, gripper_opening
 from t2a_common.core.types import PLAN_NO_MOTION, PLAN_OK, EEPlan, PointTrackSet
 from t2a_control.core.controller import (
     ACTIVE_STATES,
@@ -26,10 +28,8 @@ from t2a_control.core.controller import (
     Observation,
     PolicyInputMissing,
 )
-from t2a_control.core.driver import ArmDriver, FakeArmDriver, gripper_opening
-from t2a_control.core.kinematics import fk, rotation_log
+from t2a_control.core.driver import ArmDriver, FakeArmDriver
 from t2a_control.core.safety import SafetyConfig, rotation_exp
-from t2a_control.core.spot_arm import LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER
 
 PACKAGE = Path(__file__).resolve().parents[1]
 CONTROL_STATUS_MSG = PACKAGE.parent / "t2a_msgs" / "msg" / "ControlStatus.msg"

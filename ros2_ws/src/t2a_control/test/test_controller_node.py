@@ -22,10 +22,10 @@ from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
 from t2a_common.core.config import fields, from_dict, ros_params_section
+from t2a_common.core.kinematics import fk
+from t2a_common.core.spot_arm import READY
 from t2a_common.core.types import PLAN_OK, EEPlan
 from t2a_common.testing import ChildProcess, ros_context, spin_until
-from t2a_control.core.kinematics import fk
-from t2a_control.core.spot_arm import READY
 from t2a_control.nodes.residual_controller import ESTOP_MODES, ResidualControllerNodeConfig
 from t2a_msgs.msg import ControlStatus, Plan
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from t2a_control.core.kinematics import fk, rotation_log
+from t2a_common.core.kinematics import fk, rotation_log
+from t2a_common.core.spot_arm import LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER
 from t2a_control.core.safety import (
     ANGULAR_SPEED,
     BAD_DT,
@@ -28,7 +29,6 @@ from t2a_control.core.safety import (
     rotation_exp,
     step_towards,
 )
-from t2a_control.core.spot_arm import LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER
 
 CONFIG = SafetyConfig()
 FILTER = SafetyFilter(CONFIG)

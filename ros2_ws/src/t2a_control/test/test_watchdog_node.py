@@ -24,11 +24,11 @@ from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
+from t2a_common.core import spot_arm
+from t2a_common.core.kinematics import fk
 from t2a_common.core.types import PLAN_OK, EEPlan
 from t2a_common.testing import ChildProcess, ros_context, spin_until
-from t2a_control.core import spot_arm
 from t2a_control.core.controller import ControllerConfig
-from t2a_control.core.kinematics import fk
 from t2a_msgs.msg import ControlStatus, Plan
 
 pytestmark = pytest.mark.ros

@@ -11,10 +11,10 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
 
 from t2a_common import ros_conv
+from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.geometry import Intrinsics, transform_points
 from t2a_common.core.types import PointTrackSet
 from t2a_common.testing import ChildProcess, ros_context, spin_until
-from t2a_control.core import kinematics, spot_arm
 from t2a_msgs.msg import Plan, PointTracks
 from t2a_planning.nodes.planner import PlannerNodeConfig
 

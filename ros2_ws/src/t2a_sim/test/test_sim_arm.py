@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from t2a_control.core import spot_arm
+from t2a_common.core import spot_arm
 from t2a_sim.core.config import SimConfig
 from t2a_sim.core.env import GRIPPER_CLOSED, SimEnv
 

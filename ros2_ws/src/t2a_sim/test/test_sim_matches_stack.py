@@ -6,7 +6,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from t2a_control.core import kinematics, spot_arm
+from t2a_common.core import kinematics, spot_arm
 from t2a_planning.nodes.planner import PlannerNodeConfig
 from t2a_sim.core.config import SimConfig
 from t2a_sim.core.env import SimEnv

@@ -9,8 +9,8 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
+from t2a_common.core import spot_arm
 from t2a_common.testing import ChildProcess, ros_context, spin_until
-from t2a_control.core import spot_arm
 from t2a_msgs.srv import SimEpisodeStatus, SimReset
 
 pytestmark = pytest.mark.sim

@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from t2a_common.core import kinematics
 from t2a_common.core.config import check, param
 from t2a_common.core.geometry import Intrinsics
 from t2a_common.core.types import PLAN_OK
-from t2a_control.core import kinematics
 from t2a_control.core.controller import Controller, ControllerConfig, Observation
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan

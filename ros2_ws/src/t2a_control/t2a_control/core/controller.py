@@ -33,8 +33,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from t2a_common.core.config import check, nested, param
+from t2a_common.core.kinematics import IKConfig, fk, rotation_log, solve_ik
+from t2a_common.core.spot_arm import MAX_JOINT_SPEED
 from t2a_common.core.types import EEPlan, PointTrackSet
-from t2a_control.core.kinematics import IKConfig, fk, rotation_log, solve_ik
 from t2a_control.core.safety import (
     NON_FINITE_GOAL,
     NON_RIGID_GOAL,
@@ -44,7 +45,6 @@ from t2a_control.core.safety import (
     rotation_exp,
     step_towards,
 )
-from t2a_control.core.spot_arm import MAX_JOINT_SPEED
 from t2a_control.core.watchdog import Watchdog, WatchdogConfig
 
 STATES = ("idle", "approach", "grasp", "execute", "release", "done", "hold", "failed")

@@ -8,7 +8,8 @@ real implementation of the protocol without a robot: joints move towards their t
 Tests use it instead of mocks.
 
 Gripper state is an *opening* in [0, 1] (0 = closed, 1 = fully open); spot_ros2 reports the
-finger joint ``arm_f1x`` in rad (0 closed, -1.57 open), see :func:`gripper_opening`.
+finger joint ``arm_f1x`` in rad (0 closed, -1.57 open), see
+:func:`t2a_common.core.spot_arm.gripper_opening`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from t2a_control.core.spot_arm import GRIPPER_JOINT, LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER
-
-
-def gripper_opening(f1x_rad: float) -> float:
-    """Gripper opening in [0, 1] from the finger joint angle ``arm_f1x`` (rad)."""
-    return float(np.clip(f1x_rad / GRIPPER_JOINT.lower, 0.0, 1.0))
+from t2a_common.core.spot_arm import LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER
 
 
 @runtime_checkable

@@ -23,8 +23,8 @@ import math
 import numpy as np
 
 from t2a_common.core.config import check, param
-from t2a_control.core.kinematics import rotation_log
-from t2a_control.core.spot_arm import LOWER, MAX_JOINT_SPEED, UPPER
+from t2a_common.core.kinematics import rotation_log
+from t2a_common.core.spot_arm import LOWER, MAX_JOINT_SPEED, UPPER
 
 # Violation codes, in the order the filters test them.
 NON_FINITE_GOAL = "non_finite_goal"  # the EE goal had NaN/inf or the wrong shape: held

@@ -66,8 +66,7 @@ from bosdyn.client.time_sync import TimeSyncError
 from bosdyn.util import seconds_to_timestamp
 
 from t2a_common.core.config import check, param
-from t2a_control.core.driver import gripper_opening
-from t2a_control.core.spot_arm import ARM_JOINT_NAMES, LOWER, MAX_JOINT_SPEED, UPPER
+from t2a_common.core.spot_arm import ARM_JOINT_NAMES, LOWER, MAX_JOINT_SPEED, UPPER, gripper_opening
 
 ROBOT_JOINT_NAME = {ours: "arm0." + ours.removeprefix("arm_") for ours in ARM_JOINT_NAMES}
 """Our joint names -> the robot state's (``arm_sh0`` -> ``arm0.sh0``)."""

@@ -68,7 +68,7 @@ from bosdyn.api import (
 from bosdyn.api.arm_command_pb2 import ArmJointMoveCommand, NamedArmPositionsCommand
 from bosdyn.api.gripper_command_pb2 import ClawGripperCommand
 
-from t2a_control.core.spot_arm import LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER
+from t2a_common.core.spot_arm import LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER
 
 ARM_FIELDS = ("sh0", "sh1", "el0", "el1", "wr0", "wr1")
 """``ArmJointPosition`` fields, in the same order as ``spot_arm.ARM_JOINT_NAMES``."""

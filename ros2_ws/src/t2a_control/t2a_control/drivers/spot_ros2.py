@@ -17,8 +17,7 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
-from t2a_control.core.driver import gripper_opening
-from t2a_control.core.spot_arm import ARM_JOINT_NAMES, GRIPPER_JOINT
+from t2a_common.core.spot_arm import ARM_JOINT_NAMES, GRIPPER_JOINT, gripper_opening
 
 TRIGGERS = ("claim", "power_on", "stand", "arm_unstow", "arm_stow", "open_gripper",
             "close_gripper", "stop")  # fmt: skip

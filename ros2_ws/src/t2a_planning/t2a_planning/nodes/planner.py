@@ -22,12 +22,12 @@ from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import MarkerArray
 
 from t2a_common import ros_conv
+from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.config import check, nested, param
 from t2a_common.core.geometry import SIM_CAMERA_QUAT, SIM_CAMERA_XYZ, pose_to_matrix
 from t2a_common.core.types import PLAN_BAD_INPUT, EEPlan
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
-from t2a_control.core import kinematics, spot_arm
 from t2a_msgs.msg import Plan as PlanMsg
 from t2a_msgs.msg import PointTracks
 from t2a_planning import ros_conv as plan_conv

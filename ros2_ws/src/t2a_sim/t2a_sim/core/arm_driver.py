@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from t2a_control.core import spot_arm
-from t2a_control.core.driver import gripper_opening
+from t2a_common.core import spot_arm
+from t2a_common.core.spot_arm import gripper_opening
 from t2a_sim.core.env import SimEnv
 
 

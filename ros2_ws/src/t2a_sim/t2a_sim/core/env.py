@@ -20,8 +20,8 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from t2a_common.core import spot_arm
 from t2a_common.core.geometry import Intrinsics
-from t2a_control.core import spot_arm
 from t2a_sim.core import mjcf, tasks
 from t2a_sim.core.config import SimConfig
 from t2a_sim.core.ik import Kinematics

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from t2a_control.core import spot_arm
+from t2a_common.core import spot_arm
 from t2a_sim.core.env import GRIPPER_CLOSED, GRIPPER_OPEN, SimEnv
 from t2a_sim.core.objects import JAW_OFFSET
 

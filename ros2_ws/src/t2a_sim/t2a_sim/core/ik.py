@@ -1,8 +1,8 @@
 """Kinematics on the MuJoCo model itself: arm FK, damped-least-squares IK, object part poses.
 
 This is the simulator's privileged tool (the scripted expert and the sim's answer to
-``arm_pose_commands``); the stack's own IK lives in ``t2a_control``. Everything runs on a scratch
-``MjData``, so the live simulation is never touched.
+``arm_pose_commands``); the stack's own IK lives in ``t2a_common.core.kinematics``. Everything
+runs on a scratch ``MjData``, so the live simulation is never touched.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from t2a_control.core import spot_arm
+from t2a_common.core import spot_arm
 from t2a_sim.core.mjcf import TOOL_SITE
 
 

@@ -1,6 +1,6 @@
 """Small helpers to write MJCF with ElementTree, and the Spot body + arm generated from spot_arm.
 
-The arm is generated from :mod:`t2a_control.core.spot_arm` (joint names, origins, axes, limits,
+The arm is generated from :mod:`t2a_common.core.spot_arm` (joint names, origins, axes, limits,
 tool offset): the numbers live in one place, this module only adds shapes, masses and servos.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from t2a_control.core import spot_arm
+from t2a_common.core import spot_arm
 from t2a_sim.core.config import SimConfig
 
 TOOL_SITE = "tool"

@@ -23,10 +23,10 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from t2a_common import ros_conv
+from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.config import check, nested, param
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
-from t2a_control.core import kinematics, spot_arm
 from t2a_msgs.srv import SimEpisodeStatus, SimReset
 from t2a_sim.core import tasks
 from t2a_sim.core.config import SimConfig

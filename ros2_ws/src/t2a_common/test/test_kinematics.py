@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from t2a_control.core.kinematics import (
+from t2a_common.core.kinematics import (
     LINK_NAMES,
     MAX_REACH_M,
     SHOULDER_IN_BODY,
@@ -23,7 +23,7 @@ from t2a_control.core.kinematics import (
     rotation_log,
     solve_ik,
 )
-from t2a_control.core.spot_arm import LOWER, READY, UPPER
+from t2a_common.core.spot_arm import LOWER, READY, UPPER
 
 # Hand sums of the DESIGN.md table (m): shoulder at (0.292, 0, 0.188); upper arm 0.3385 along x;
 # forearm 0.4033 along x and 0.075 up; tool 0.19557 along the wrist's x.
@@ -352,7 +352,7 @@ def test_ik_config_names_the_bad_value(field, value):
 
 def test_kinematics_imports_no_ros_and_no_simulator():
     code = (
-        "import sys, t2a_control.core.kinematics; "
+        "import sys, t2a_common.core.kinematics; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('rclpy', 'mujoco', 'torch') or m.endswith('_msgs')))"
     )

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from t2a_common.core.config import check, param
-from t2a_control.core.spot_arm import ARM_JOINTS, LOWER, READY, TOOL_OFFSET, UPPER
+from t2a_common.core.spot_arm import ARM_JOINTS, LOWER, READY, TOOL_OFFSET, UPPER
 
 LINK_NAMES: tuple[str, ...] = (*(j.child for j in ARM_JOINTS), "tool")
 """Frames returned by :func:`link_frames`, in order: the six arm links, then the tool."""

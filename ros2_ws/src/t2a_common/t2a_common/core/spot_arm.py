@@ -1,8 +1,9 @@
 """The Spot arm as data: joint chain, limits and tool frame (spot_description spot_arm_macro.urdf).
 
-This table is the single source for every consumer: forward kinematics and IK (t2a_control), the
-MuJoCo model (t2a_sim) and the planner's reachability check. All joint rpy are zero in the URDF,
-so each joint is a translation ``origin`` from its parent followed by a rotation about ``axis``.
+This table is the single source for every consumer: forward kinematics and IK
+(``t2a_common.core.kinematics``), the MuJoCo model (t2a_sim) and the planner's reachability
+check. All joint rpy are zero in the URDF, so each joint is a translation ``origin`` from its
+parent followed by a rotation about ``axis``.
 """
 
 from __future__ import annotations
@@ -56,3 +57,8 @@ STOW = np.array([0.0, -3.1, 3.1, 0.0, 0.0, 0.0])
 
 MAX_JOINT_SPEED = np.array([2.0, 2.0, 2.0, 3.0, 3.0, 3.0])
 """Velocity limits used for the simulated position servos and the safety filter (rad/s)."""
+
+
+def gripper_opening(f1x_rad: float) -> float:
+    """Gripper opening in [0, 1] from the finger joint angle ``arm_f1x`` (rad)."""
+    return float(np.clip(f1x_rad / GRIPPER_JOINT.lower, 0.0, 1.0))
