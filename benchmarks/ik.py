@@ -24,7 +24,8 @@ import mujoco
 import numpy as np
 from common import emit_json, parser, print_table, stats_ms  # benchmarks/ is sys.path[0]
 
-from t2a_common.core.kinematics import IKConfig, fk, fk_batch, rotation_log, solve_ik
+from t2a_common.core.kinematics import IKConfig, fk, fk_batch, solve_ik
+from t2a_common.core.se3 import so3_log
 from t2a_common.core.spot_arm import ARM_JOINTS, LOWER, READY, TOOL_OFFSET, UPPER
 
 TOOL_SITE = "tool"
@@ -79,7 +80,7 @@ def sanity_check(model: mujoco.MjModel, n: int = 5) -> tuple[float, float]:
     for q in rng.uniform(LOWER, UPPER, size=(n, 6)):
         T_mj, T_ours = site_pose(model, data, q), fk(q)
         dp = float(np.linalg.norm(T_mj[:3, 3] - T_ours[:3, 3]))
-        dr = float(np.linalg.norm(rotation_log(T_mj[:3, :3] @ T_ours[:3, :3].T)))
+        dr = float(np.linalg.norm(so3_log(T_mj[:3, :3] @ T_ours[:3, :3].T)))
         gaps.append((dp, dr))
         print(f"  q={np.array2string(q, precision=3)}  |dp|={dp:.1e} m  |dR|={dr:.1e} rad")
     return max(g[0] for g in gaps), max(g[1] for g in gaps)
@@ -106,7 +107,7 @@ class MinkSolver:
             R = data.site_xmat[self.site].reshape(3, 3)
             if (
                 np.linalg.norm(p_t - p) <= cfg.position_tolerance
-                and np.linalg.norm(rotation_log(R_t @ R.T)) <= cfg.rotation_tolerance
+                and np.linalg.norm(so3_log(R_t @ R.T)) <= cfg.rotation_tolerance
             ):
                 return configuration.q.copy(), True
             # mink.solve_ik returns a velocity; dt only scales it back, so 1 s makes v = dq.
@@ -125,7 +126,7 @@ def run(solve: Callable, targets: np.ndarray, seeds: np.ndarray) -> dict[str, fl
         times.append(time.perf_counter() - start)
         T_reached = fk(q)
         position = float(np.linalg.norm(T_reached[:3, 3] - T[:3, 3]))
-        rotation = float(np.linalg.norm(rotation_log(T[:3, :3] @ T_reached[:3, :3].T)))
+        rotation = float(np.linalg.norm(so3_log(T[:3, :3] @ T_reached[:3, :3].T)))
         ok.append(success)
         if success:
             pos_err.append(position)

@@ -26,9 +26,9 @@ import time
 import cv2
 import numpy as np
 
+from t2a_common.core.se3 import rotation_angle
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.rigid import estimate_object_motion
-from t2a_planning.core.se3 import rotation_angle
 from t2a_planning.core.synthetic import make_scene
 
 

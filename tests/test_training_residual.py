@@ -22,6 +22,7 @@ import torch
 
 from t2a_bringup.core.episode import track_step_ticks
 from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.se3 import so3_exp, so3_log
 from t2a_common.core.types import PointTrackSet
 from t2a_control.core.policy import (
     PolicyConfig,
@@ -30,8 +31,6 @@ from t2a_control.core.policy import (
     compose_residual,
     pose_from_absolute,
     residual_targets,
-    so3_exp,
-    so3_log,
 )
 from t2a_control.core.policy_runtime import PolicyRunner
 from training import residual_data, train_residual

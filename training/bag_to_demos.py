@@ -70,8 +70,8 @@ from t2a_bringup.core.bag_frames import (
 from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.config import check, fields, load_yaml, param, to_dict
 from t2a_common.core.geometry import pose_to_matrix
+from t2a_common.core.se3 import so3_log
 from t2a_control.core.controller import STATES, ControllerConfig
-from t2a_control.core.policy import so3_log
 from t2a_perception.core.frames import depth_at_points
 from t2a_perception.core.predictor import POINT_MODES, TrackPredictor, sample_query_points
 from t2a_planning.core.config import PlannerConfig

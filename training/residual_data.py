@@ -125,14 +125,13 @@ from t2a_bringup.core.episode import (
 from t2a_common.core import kinematics
 from t2a_common.core.config import check, fields, from_dict, load_yaml, param, to_dict
 from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.se3 import so3_exp, so3_log
 from t2a_control.core.controller import STATES, ControllerConfig
 from t2a_control.core.policy import (
     PolicyConfig,
     action_chunks,
     action_targets,
     residual_targets,
-    so3_exp,
-    so3_log,
 )
 from t2a_control.core.policy_runtime import points_in_body, select_points
 from t2a_perception.core.frames import depth_at_points

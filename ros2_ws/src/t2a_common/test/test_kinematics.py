@@ -20,9 +20,9 @@ from t2a_common.core.kinematics import (
     fk_batch,
     jacobian,
     link_frames,
-    rotation_log,
     solve_ik,
 )
+from t2a_common.core.se3 import so3_log
 from t2a_common.core.spot_arm import LOWER, READY, UPPER
 
 # Hand sums of the DESIGN.md table (m): shoulder at (0.292, 0, 0.188); upper arm 0.3385 along x;
@@ -165,7 +165,7 @@ def test_jacobian_matches_finite_differences():
             T_plus, T_minus = fk(q + dq), fk(q - dq)
             numeric[:3, i] = (T_plus[:3, 3] - T_minus[:3, 3]) / (2 * h)
             # Body-frame angular velocity: the rotation from minus to plus, left-multiplied.
-            numeric[3:, i] = rotation_log(T_plus[:3, :3] @ T_minus[:3, :3].T) / (2 * h)
+            numeric[3:, i] = so3_log(T_plus[:3, :3] @ T_minus[:3, :3].T) / (2 * h)
         np.testing.assert_allclose(J, numeric, atol=1e-7)
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from t2a_common.core.config import fields, from_dict, ros_params_section
 from t2a_common.core.geometry import Intrinsics
-from t2a_common.core.kinematics import fk, rotation_log
+from t2a_common.core.kinematics import fk
+from t2a_common.core.se3 import so3_exp, so3_log
 from t2a_common.core.spot_arm import LOWER, MAX_JOINT_SPEED, READY, STOW, UPPER, gripper_opening
 from t2a_common.core.types import PLAN_NO_MOTION, PLAN_OK, EEPlan, PointTrackSet
 from t2a_control.core.controller import (
@@ -29,7 +30,7 @@ from t2a_control.core.controller import (
     PolicyInputMissing,
 )
 from t2a_control.core.driver import ArmDriver, FakeArmDriver
-from t2a_control.core.safety import SafetyConfig, rotation_exp
+from t2a_control.core.safety import SafetyConfig
 
 PACKAGE = Path(__file__).resolve().parents[1]
 CONTROL_STATUS_MSG = PACKAGE.parent / "t2a_msgs" / "msg" / "ControlStatus.msg"
@@ -155,7 +156,7 @@ def test_open_loop_goes_through_every_state_and_ends_near_the_final_pose():
     release = next(i for i, c in enumerate(loop.commands) if c.state == "release")
     # At the start of the release the hand is at the plan's last pose...
     p_err = np.linalg.norm(loop.hand[release][:3, 3] - plan.ee_poses[-1][:3, 3])
-    r_err = np.linalg.norm(rotation_log(loop.hand[release][:3, :3] @ plan.ee_poses[-1][:3, :3].T))
+    r_err = np.linalg.norm(so3_log(loop.hand[release][:3, :3] @ plan.ee_poses[-1][:3, :3].T))
     assert p_err < 0.005 and r_err < 0.03
     # ... and at the end it has retreated 10 cm against the (downward) approach.
     T_final = fk(loop.driver.joint_positions()[0])
@@ -341,12 +342,12 @@ def test_residual_mode_offsets_the_executed_poses_by_the_policy_delta():
     T_hand, T_plan = loop.hand[release], plan.ee_poses[-1]
     # Translation added, rotation composed on the left in the body frame: exp(w) @ R.
     np.testing.assert_allclose(T_hand[:3, 3], T_plan[:3, 3] + DELTA[:3], atol=0.005)
-    w = rotation_log(T_hand[:3, :3] @ T_plan[:3, :3].T)
+    w = so3_log(T_hand[:3, :3] @ T_plan[:3, :3].T)
     np.testing.assert_allclose(w, DELTA[3:], atol=0.03)
     # The commanded goal itself is exactly the composition.
     last_execute = [c for c in loop.commands if c.state == "execute"][-1]
     expected = np.eye(4)
-    expected[:3, :3] = rotation_exp(DELTA[3:]) @ T_plan[:3, :3]
+    expected[:3, :3] = so3_exp(DELTA[3:]) @ T_plan[:3, :3]
     expected[:3, 3] = T_plan[:3, 3] + DELTA[:3]
     np.testing.assert_allclose(last_execute.ee_goal, expected, atol=1e-9)
 
@@ -500,7 +501,7 @@ class AbsoluteVector:
 
     def predict(self, obs: dict) -> dict:
         T = absolute_pose(obs)
-        return {"delta": np.concatenate([T[:3, 3], rotation_log(T[:3, :3])]), "gripper": 1.0}
+        return {"delta": np.concatenate([T[:3, 3], so3_log(T[:3, :3])]), "gripper": 1.0}
 
 
 def test_absolute_mode_reads_a_6_vector_as_a_pose_and_policy_gripper_drives_the_gripper():
@@ -523,12 +524,12 @@ def test_the_approach_goes_to_the_corrected_pre_grasp(mode):
     plan = pull_plan()
     T_grasp = plan.ee_poses[plan.grasp_step]
     corrected = np.eye(4)
-    corrected[:3, :3] = rotation_exp(DELTA[3:]) @ T_grasp[:3, :3]
+    corrected[:3, :3] = so3_exp(DELTA[3:]) @ T_grasp[:3, :3]
     corrected[:3, 3] = T_grasp[:3, 3] + DELTA[:3]
     if mode == "residual":
         policy = ConstantPolicy(DELTA)
     else:
-        vector = np.concatenate([corrected[:3, 3], rotation_log(corrected[:3, :3])])
+        vector = np.concatenate([corrected[:3, 3], so3_log(corrected[:3, :3])])
         policy = ConstantPolicy(vector)
     loop = make_loop(ControllerConfig(mode=mode), policy, plan)
     loop.run_until(lambda c: c.state == "grasp")
@@ -540,7 +541,7 @@ def test_the_approach_goes_to_the_corrected_pre_grasp(mode):
     # The same rule in both modes: the pre-grasp keeps its body-frame offset from the grasp (the
     # plan's approach line) and turns as the grasp pose turned.
     expected = np.eye(4)
-    expected[:3, :3] = rotation_exp(DELTA[3:]) @ plan.pregrasp[:3, :3]
+    expected[:3, :3] = so3_exp(DELTA[3:]) @ plan.pregrasp[:3, :3]
     expected[:3, 3] = corrected[:3, 3] + (plan.pregrasp[:3, 3] - T_grasp[:3, 3])
     np.testing.assert_allclose(approach[-1].ee_goal, expected, atol=1e-6)
     first_grasp = next(i for i, c in enumerate(loop.commands) if c.state == "grasp")

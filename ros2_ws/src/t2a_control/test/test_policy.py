@@ -16,6 +16,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.se3 import so3_exp
 from t2a_common.core.types import PointTrackSet
 from t2a_control.core.controller import PolicyInputMissing
 from t2a_control.core.policy import (
@@ -36,8 +37,6 @@ from t2a_control.core.policy import (
     rotation_from_6d,
     rotation_to_6d,
     save_checkpoint,
-    so3_exp,
-    so3_log,
 )
 from t2a_control.core.policy_runtime import (
     PolicyRunner,
@@ -192,37 +191,6 @@ def test_runner_config_rejects_negative_decay():
 # -------------------------------------------------------------------------------------------
 # Rotations and action targets
 # -------------------------------------------------------------------------------------------
-
-
-def _hard_rotvecs(rng: np.random.Generator) -> np.ndarray:
-    """Random rotations plus the ends where exp/log lose precision: ~0 and ~pi."""
-    axes = rng.normal(size=(600, 3))
-    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-    angles = np.concatenate(
-        [
-            np.zeros(1),
-            10.0 ** rng.uniform(-12, -3, 100),
-            np.pi - 10.0 ** rng.uniform(-12, -2, 100),
-            np.full(1, np.pi),
-            rng.uniform(0, np.pi, 398),
-        ]
-    )
-    return np.concatenate(
-        [axes * angles[:, None], Rotation.random(3000, random_state=rng).as_rotvec()]
-    )
-
-
-def test_so3_exp_and_log_match_scipy():
-    rng = np.random.default_rng(0)
-    w = _hard_rotvecs(rng)
-    R = so3_exp(w)
-    np.testing.assert_allclose(R, Rotation.from_rotvec(w).as_matrix(), atol=1e-12)
-    back = so3_log(R)
-    np.testing.assert_allclose(so3_exp(back), R, atol=1e-12)
-    # Away from pi the rotation vector is unique and must equal scipy's.
-    unique = np.linalg.norm(w, axis=1) < np.pi - 1e-6
-    np.testing.assert_allclose(back[unique], w[unique], atol=1e-9)
-    np.testing.assert_allclose(back[unique], Rotation.from_matrix(R[unique]).as_rotvec(), atol=1e-9)
 
 
 def test_residual_composition_round_trip_over_random_rotations():

@@ -11,9 +11,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from t2a_common.core import se3
 from t2a_common.core.config import fields, load_yaml
 from t2a_common.core.geometry import invert, transform_points
-from t2a_planning.core import se3
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan, build_ee_plan, sample_trajectory
 from t2a_planning.core.planner import plan_from_tracks

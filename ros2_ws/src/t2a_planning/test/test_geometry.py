@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from t2a_planning.core import se3
+from t2a_common.core import se3
 from t2a_planning.core.p3p import p3p, quartic_roots
 
 

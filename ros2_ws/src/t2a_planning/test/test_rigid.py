@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from t2a_common.core.se3 import rotation_angle
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.rigid import estimate_object_motion
-from t2a_planning.core.se3 import rotation_angle
 from t2a_planning.core.status import Status
 from t2a_planning.core.synthetic import (
     corrupt_tracks,

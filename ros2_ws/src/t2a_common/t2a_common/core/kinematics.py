@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from t2a_common.core.config import check, param
+from t2a_common.core.se3 import hat, so3_log
 from t2a_common.core.spot_arm import ARM_JOINTS, LOWER, READY, TOOL_OFFSET, UPPER
 
 LINK_NAMES: tuple[str, ...] = (*(j.child for j in ARM_JOINTS), "tool")
@@ -30,12 +31,8 @@ _AXES = np.array([j.axis for j in ARM_JOINTS], dtype=float)  # (6, 3) unit, in t
 _TOOL = np.array(TOOL_OFFSET, dtype=float)  # (3,) m, in link_wr1
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-
-
-# Rodrigues' formula R = I + sin(q) K + (1 - cos(q)) K^2 per joint, with K = skew(axis).
-_K = np.stack([_skew(a) for a in _AXES])  # (6, 3, 3)
+# Rodrigues' formula R = I + sin(q) K + (1 - cos(q)) K^2 per joint, with K = hat(axis).
+_K = hat(_AXES)  # (6, 3, 3)
 _K2 = _K @ _K  # (6, 3, 3)
 _EYE3 = np.eye(3)
 _EYE6 = np.eye(6)
@@ -133,33 +130,8 @@ def jacobian(q: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rotation helpers
+# Pose errors
 # ---------------------------------------------------------------------------------------------
-
-
-def rotation_log(R: np.ndarray) -> np.ndarray:
-    """Rotation vector (3,) rad of a rotation matrix (3, 3): axis times angle in [0, pi].
-
-    Accurate at both ends: small angles use the skew part (no arccos near 1), angles near pi
-    take the axis from the symmetric part, where the skew part vanishes.
-    """
-    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])  # 2 sin(a) axis
-    sin2 = math.sqrt(w @ w)  # 2 sin(angle)
-    cos2 = R[0, 0] + R[1, 1] + R[2, 2] - 1.0  # 2 cos(angle)
-    angle = math.atan2(sin2, cos2)
-    if angle < 1e-12:
-        return 0.5 * w
-    if angle < math.pi - 1e-6:
-        return (angle / sin2) * w
-    # sym(R) - cos(angle) I = (1 - cos(angle)) axis axis^T; its largest diagonal entry gives the
-    # best-conditioned column.
-    S = 0.5 * (R + R.T) - (0.5 * cos2) * _EYE3
-    k = int(np.argmax(np.diag(S)))
-    axis = S[:, k] / math.sqrt(max(S[k, k], 1e-300))
-    axis /= np.linalg.norm(axis)
-    if axis @ w < 0.0:
-        axis = -axis
-    return angle * axis
 
 
 def _norm(v: np.ndarray) -> float:
@@ -168,7 +140,7 @@ def _norm(v: np.ndarray) -> float:
 
 def _pose_error(R: np.ndarray, p: np.ndarray, R_t: np.ndarray, p_t: np.ndarray) -> np.ndarray:
     """Twist (6,) that moves the tool onto the target, body frame: [dp (m), rotation vector]."""
-    return np.concatenate([p_t - p, rotation_log(R_t @ R.T)])
+    return np.concatenate([p_t - p, so3_log(R_t @ R.T)])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from t2a_common.core.config import check, nested, param
-from t2a_common.core.kinematics import IKConfig, fk, rotation_log, solve_ik
+from t2a_common.core.kinematics import IKConfig, fk, solve_ik
+from t2a_common.core.se3 import pose_error, so3_exp, so3_log
 from t2a_common.core.spot_arm import MAX_JOINT_SPEED
 from t2a_common.core.types import EEPlan, PointTrackSet
 from t2a_control.core.safety import (
@@ -41,8 +42,6 @@ from t2a_control.core.safety import (
     NON_RIGID_GOAL,
     SafetyConfig,
     SafetyFilter,
-    pose_error,
-    rotation_exp,
     step_towards,
 )
 from t2a_control.core.watchdog import Watchdog, WatchdogConfig
@@ -671,7 +670,7 @@ class Controller:
         span = float(times[k] - times[k - 1])
         s = (t - float(times[k - 1])) / span if span > 0.0 else 1.0
         T = np.eye(4)
-        T[:3, :3] = rotation_exp(s * rotation_log(T_b[:3, :3] @ T_a[:3, :3].T)) @ T_a[:3, :3]
+        T[:3, :3] = so3_exp(s * so3_log(T_b[:3, :3] @ T_a[:3, :3].T)) @ T_a[:3, :3]
         T[:3, 3] = (1.0 - s) * T_a[:3, 3] + s * T_b[:3, 3]
         return T
 
@@ -726,7 +725,7 @@ class Controller:
                 return T
             a = self._delta(out)
             T = np.eye(4)
-            T[:3, :3] = rotation_exp(a[3:]) if np.isfinite(a).all() else np.nan
+            T[:3, :3] = so3_exp(a[3:]) if np.isfinite(a).all() else np.nan
             T[:3, 3] = a[:3]
             return T
         delta = self._delta(out)
@@ -737,7 +736,7 @@ class Controller:
             self._violations.append(RESIDUAL_CLIPPED)
         T = np.eye(4)
         if np.isfinite(w).all():
-            T[:3, :3] = rotation_exp(w) @ T_plan[:3, :3]  # compose on SO(3), body frame
+            T[:3, :3] = so3_exp(w) @ T_plan[:3, :3]  # compose on SO(3), body frame
         else:
             T[:3, :3] = np.nan  # the safety filter turns this into a hold
         T[:3, 3] = T_plan[:3, 3] + t

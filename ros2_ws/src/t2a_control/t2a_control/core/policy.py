@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from t2a_common.core.config import check, param
+from t2a_common.core.se3 import so3_exp, so3_log
 
 # A policy checkpoint is in the track model's format; its file names are re-exported from here.
 from t2a_perception.core.checkpoint import (
@@ -196,60 +197,6 @@ class PolicyStats:
 #################################################################################
 #                   Rotations and action targets (numpy, float64)               #
 #################################################################################
-
-
-def so3_exp(rotvec: np.ndarray) -> np.ndarray:
-    """Rotation vectors ``(..., 3)`` rad -> rotation matrices ``(..., 3, 3)`` (Rodrigues)."""
-    w = np.asarray(rotvec, dtype=np.float64)
-    theta2 = (w * w).sum(-1)[..., None, None]  # (..., 1, 1)
-    theta = np.sqrt(theta2)
-    small = theta2 < 1e-12
-    safe = np.where(small, 1.0, theta)
-    # Taylor series below ~1e-6 rad, where sin(x)/x and (1-cos x)/x^2 lose all precision.
-    a = np.where(small, 1.0 - theta2 / 6.0, np.sin(safe) / safe)
-    b = np.where(small, 0.5 - theta2 / 24.0, (1.0 - np.cos(safe)) / (safe * safe))
-    K = _skew(w)  # (..., 3, 3)
-    return np.eye(3) + a * K + b * (K @ K)
-
-
-def so3_log(R: np.ndarray) -> np.ndarray:
-    """Rotation matrices ``(..., 3, 3)`` -> rotation vectors ``(..., 3)`` with angle in [0, pi].
-
-    Accurate at both ends: small angles use the skew part without arccos, angles near pi take the
-    axis from the symmetric part, where the skew part vanishes.
-    """
-    R = np.asarray(R, dtype=np.float64)
-    w = np.stack(
-        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]],
-        axis=-1,
-    )  # (..., 3) = 2 sin(angle) axis
-    sin2 = np.linalg.norm(w, axis=-1)  # 2 sin(angle)
-    cos2 = np.trace(R, axis1=-2, axis2=-1) - 1.0  # 2 cos(angle)
-    angle = np.arctan2(sin2, cos2)
-    factor = np.where(angle < 1e-8, 0.5 + angle**2 / 12.0, angle / np.maximum(sin2, 1e-300))
-    out = factor[..., None] * w
-    near_pi = angle > math.pi - 1e-4
-    if np.any(near_pi):
-        Rp, wp, ap = R[near_pi], w[near_pi], angle[near_pi]  # (M, 3, 3), (M, 3), (M,)
-        # sym(R) - cos(a) I = (1 - cos(a)) axis axis^T; its largest diagonal entry picks the
-        # best-conditioned column.
-        S = 0.5 * (Rp + np.swapaxes(Rp, -1, -2)) - np.cos(ap)[:, None, None] * np.eye(3)
-        k = np.argmax(np.diagonal(S, axis1=-2, axis2=-1), axis=-1)  # (M,)
-        idx = np.arange(len(k))
-        axis = S[idx, :, k]  # (M, 3)
-        axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
-        flip = (axis * wp).sum(-1) < 0
-        axis[flip] *= -1.0
-        out[near_pi] = ap[:, None] * axis
-    return out
-
-
-def _skew(w: np.ndarray) -> np.ndarray:
-    K = np.zeros((*w.shape[:-1], 3, 3))
-    K[..., 0, 1], K[..., 0, 2] = -w[..., 2], w[..., 1]
-    K[..., 1, 0], K[..., 1, 2] = w[..., 2], -w[..., 0]
-    K[..., 2, 0], K[..., 2, 1] = -w[..., 1], w[..., 0]
-    return K
 
 
 def rotation_to_6d(R: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ import torch
 
 from t2a_common.core.config import check, param
 from t2a_common.core.geometry import Intrinsics, transform_points
+from t2a_common.core.se3 import so3_exp, so3_log
 from t2a_common.core.types import PointTrackSet
 from t2a_control.core.controller import PolicyInputMissing
 from t2a_control.core.policy import (
@@ -50,8 +51,6 @@ from t2a_control.core.policy import (
     pose_from_absolute,
     rotation_from_6d,
     rotation_to_6d,
-    so3_exp,
-    so3_log,
 )
 from t2a_perception.core.predictor import pixels_to_normalized, resize_image
 

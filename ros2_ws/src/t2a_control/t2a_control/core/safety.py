@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from t2a_common.core.config import check, param
-from t2a_common.core.kinematics import rotation_log
+from t2a_common.core.se3 import pose_error, so3_exp, so3_log
 from t2a_common.core.spot_arm import LOWER, MAX_JOINT_SPEED, UPPER
 
 # Violation codes, in the order the filters test them.
@@ -117,23 +117,6 @@ def _finite(value: object) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def rotation_exp(rotvec: np.ndarray) -> np.ndarray:
-    """Rotation matrix (3, 3) of a rotation vector (3,) rad (Rodrigues' formula)."""
-    w = np.asarray(rotvec, dtype=float)
-    angle = math.sqrt(float(w @ w))
-    K = np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
-    if angle < 1e-8:  # Taylor terms; sin(a)/a and (1 - cos(a))/a^2 lose digits here
-        return _EYE3 + K + 0.5 * (K @ K)
-    return _EYE3 + (math.sin(angle) / angle) * K + ((1.0 - math.cos(angle)) / angle**2) * (K @ K)
-
-
-def pose_error(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
-    """Distance between two poses (4, 4): (position error m, rotation angle rad)."""
-    dp = T_b[:3, 3] - T_a[:3, 3]
-    w = rotation_log(T_b[:3, :3] @ T_a[:3, :3].T)
-    return math.sqrt(float(dp @ dp)), math.sqrt(float(w @ w))
-
-
 def step_towards(
     T_from: np.ndarray, T_to: np.ndarray, max_step_m: float, max_step_rad: float
 ) -> tuple[np.ndarray, float]:
@@ -145,7 +128,7 @@ def step_towards(
     (1 = ``T_to`` reached).
     """
     dp = T_to[:3, 3] - T_from[:3, 3]  # (3,) m
-    w = rotation_log(T_to[:3, :3] @ T_from[:3, :3].T)  # (3,) rad
+    w = so3_log(T_to[:3, :3] @ T_from[:3, :3].T)  # (3,) rad
     distance = math.sqrt(float(dp @ dp))
     angle = math.sqrt(float(w @ w))
     s = 1.0
@@ -156,7 +139,7 @@ def step_towards(
     if s >= 1.0:
         return T_to.copy(), 1.0
     T = np.eye(4)
-    T[:3, :3] = rotation_exp(s * w) @ T_from[:3, :3]
+    T[:3, :3] = so3_exp(s * w) @ T_from[:3, :3]
     T[:3, 3] = T_from[:3, 3] + s * dp
     return T, s
 

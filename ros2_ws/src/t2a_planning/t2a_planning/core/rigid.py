@@ -24,9 +24,9 @@ import dataclasses
 
 import numpy as np
 
+from t2a_common.core.se3 import hat, so3_exp, so3_left_jacobian_inv, so3_log
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.p3p import p3p
-from t2a_planning.core.se3 import hat, so3_exp, so3_left_jacobian_inv, so3_log
 from t2a_planning.core.status import Status
 
 _BEHIND_PX = 1e4  # reprojection error charged to points that end up behind the camera (px)

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from t2a_common.core.geometry import Intrinsics, make_transform, transform_points
-from t2a_planning.core.se3 import so3_exp
+from t2a_common.core.se3 import so3_exp
 
 
 def realsense_intrinsics() -> Intrinsics:

@@ -11,29 +11,8 @@ import mujoco
 import numpy as np
 
 from t2a_common.core import spot_arm
+from t2a_common.core.se3 import twist_error
 from t2a_sim.core.mjcf import TOOL_SITE
-
-
-def _rot_log(R: np.ndarray) -> np.ndarray:
-    """Rotation vector of a 3x3 rotation matrix."""
-    c = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
-    angle = np.arccos(c)
-    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    if angle < 1e-6:
-        return 0.5 * w
-    if np.pi - angle < 1e-4:  # near pi the skew part vanishes: use the symmetric part
-        axis = np.sqrt(np.clip((np.diag(R) + 1.0) / 2.0, 0.0, None))
-        k = int(np.argmax(axis))
-        axis[:] = (R[k] + R[:, k]) / 2.0
-        axis[k] = np.sqrt(max((R[k, k] + 1.0) / 2.0, 0.0))
-        axis /= np.linalg.norm(axis)
-        return angle * axis
-    return angle / (2.0 * np.sin(angle)) * w
-
-
-def pose_error(T: np.ndarray, T_target: np.ndarray) -> np.ndarray:
-    """(6,) [position error (m), rotation vector (rad)] taking ``T`` to ``T_target`` (world)."""
-    return np.concatenate([T_target[:3, 3] - T[:3, 3], _rot_log(T_target[:3, :3] @ T[:3, :3].T)])
 
 
 class Kinematics:
@@ -105,7 +84,7 @@ class Kinematics:
         err = np.zeros(6)
         for _ in range(iters):
             self._forward(q)
-            err = pose_error(self.site_pose(), T_target)
+            err = twist_error(self.site_pose(), T_target)
             if np.linalg.norm(err[:3]) < tol_pos and np.linalg.norm(err[3:]) < tol_rot:
                 return q, True, float(np.linalg.norm(err[:3]))
             mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site)

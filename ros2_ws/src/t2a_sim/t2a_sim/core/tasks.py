@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from t2a_common.core import se3
 from t2a_sim.core import objects
 
 
@@ -311,7 +312,4 @@ def free_goal(
 
 def pose_errors(T: np.ndarray, T_goal: np.ndarray) -> tuple[float, float]:
     """(position error (m), rotation angle error (rad)) between two 4x4 poses."""
-    dp = float(np.linalg.norm(T[:3, 3] - T_goal[:3, 3]))
-    dR = T_goal[:3, :3].T @ T[:3, :3]
-    angle = float(np.arccos(np.clip((np.trace(dR) - 1.0) / 2.0, -1.0, 1.0)))
-    return dp, angle
+    return se3.pose_error(T_goal, T)
