@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_perception.core.predictor import TrackPredictor, normalized_to_pixels
+from t2a_common.core.images import normalized_to_pixels
+from t2a_perception.core.predictor import TrackPredictor
 from t2a_sim.core.dataset import save_episode, write_index
 from training import engine, eval_tracks, train_tracks
 from training.eval_tracks import constant_velocity, example_metrics, nothing_moves

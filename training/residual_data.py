@@ -125,6 +125,7 @@ from t2a_bringup.core.episode import (
 from t2a_common.core import kinematics
 from t2a_common.core.config import check, fields, from_dict, load_yaml, param, to_dict
 from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.images import pixels_to_normalized, resize_image
 from t2a_common.core.se3 import so3_exp, so3_log
 from t2a_control.core.controller import STATES, ControllerConfig
 from t2a_control.core.policy import (
@@ -135,7 +136,6 @@ from t2a_control.core.policy import (
 )
 from t2a_control.core.policy_runtime import points_in_body, select_points
 from t2a_perception.core.frames import depth_at_points
-from t2a_perception.core.predictor import pixels_to_normalized, resize_image
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan
 from t2a_sim.core.config import SimConfig

@@ -62,7 +62,7 @@ import torch
 from torch.utils.data import Dataset
 
 from t2a_common.core.config import check, param
-from t2a_perception.core.predictor import pixels_to_normalized, resize_image
+from t2a_common.core.images import pixels_to_normalized, resize_image
 from training.labelers import TrackLabeler
 
 SIM_SPLITS = ("MG", "G", "CG", "TG")

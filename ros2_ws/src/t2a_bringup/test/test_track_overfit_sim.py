@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from t2a_bringup.core.episode import EpisodeConfig, expert_reference
+from t2a_common.core.images import pixels_to_normalized, resize_image
 from t2a_perception.core.model import TrackDiT, TrackModelConfig, TrackStats
-from t2a_perception.core.predictor import TrackPredictor, pixels_to_normalized, resize_image
+from t2a_perception.core.predictor import TrackPredictor
 
 pytestmark = pytest.mark.slow
 SIZE = 128  # px, square camera images

@@ -41,6 +41,7 @@ import torch
 
 from t2a_common.core.config import check, param
 from t2a_common.core.geometry import Intrinsics, transform_points
+from t2a_common.core.images import check_rgb_image, pixels_to_normalized, resize_image
 from t2a_common.core.se3 import so3_exp, so3_log
 from t2a_common.core.types import PointTrackSet
 from t2a_control.core.controller import PolicyInputMissing
@@ -52,7 +53,6 @@ from t2a_control.core.policy import (
     rotation_from_6d,
     rotation_to_6d,
 )
-from t2a_perception.core.predictor import pixels_to_normalized, resize_image
 
 # How far a pose's rotation block may be from orthonormal before it is rejected as not rigid.
 _RIGID_TOL = 1e-3
@@ -159,8 +159,8 @@ class PolicyRunner:
             raise ValueError(f"obs must be a dict of arrays, got {type(obs).__name__}")
         cfg = self.policy_config
         H = cfg.horizon
-        image = _check_image("image", _get(obs, "image"))
-        goal = _check_image("goal", _get(obs, "goal", "goal_image"))
+        image = check_rgb_image("image", _get(obs, "image"))
+        goal = check_rgb_image("goal", _get(obs, "goal", "goal_image"))
         tracks = self._tracks(obs, image.shape[1], image.shape[0])  # (H+1, M, 2) normalised
         step = _check_step(_get(obs, "step"), H)
         hand = _check_pose("hand", _get(obs, "hand", "ee_pose"), (4, 4))
@@ -371,18 +371,6 @@ def _get(obs: Mapping[str, Any], *names: str) -> Any:
         raise PolicyInputMissing(f"observation {given[0]!r} has not arrived yet (None)")
     alias = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
     raise ValueError(f"observation {names[0]!r}{alias} is missing; got keys {sorted(obs)}")
-
-
-def _check_image(name: str, image: object) -> np.ndarray:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array (H, W, 3) uint8 RGB, got {type(image)}")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            f"{name} is {image.dtype} with shape {image.shape}; expected uint8 RGB (H, W, 3)"
-        )
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{name} is empty: shape {image.shape}")
-    return image
 
 
 def _check_step(step: object, horizon: int) -> int:

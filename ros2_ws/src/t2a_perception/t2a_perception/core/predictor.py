@@ -17,10 +17,15 @@ import dataclasses
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from t2a_common.core.images import (
+    check_rgb_image,
+    normalized_to_pixels,
+    pixels_to_normalized,
+    resize_image,
+)
 from t2a_perception.core.checkpoint import load_checkpoint
 from t2a_perception.core.diffusion import SAMPLERS
 from t2a_perception.core.model import TrackDiT
@@ -119,8 +124,8 @@ class TrackPredictor:
         Raises:
             ValueError: an input has the wrong type, dtype, shape or values.
         """
-        height, width = _check_image("image0", image0)
-        _check_image("goal", goal)
+        height, width = check_rgb_image("image0", image0).shape[:2]
+        check_rgb_image("goal", goal)
         points = _check_points(points_px, width, height)
         if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
@@ -188,46 +193,8 @@ def _medoid(samples: np.ndarray) -> int:
 # -------------------------------------------------------------------------------------------
 
 
-def pixels_to_normalized(points_px: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Pixel ``(u, v)`` (..., 2) -> normalised ``[-1, 1]`` coordinates, float32."""
-    size = np.array([width, height], dtype=np.float64)
-    return ((np.asarray(points_px, dtype=np.float64) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
-
-
-def normalized_to_pixels(points: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Normalised ``[-1, 1]`` coordinates (..., 2) -> pixel ``(u, v)``, float64."""
-    size = np.array([width, height], dtype=np.float64)
-    return (np.asarray(points, dtype=np.float64) + 1.0) / 2.0 * size - 0.5
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` uint8, stretching to the model's square.
-
-    Stretching (not cropping or padding) keeps every pixel of the camera frame visible to the
-    model and matches how the training clips are prepared; ``INTER_AREA`` when shrinking avoids
-    the aliasing that plain bilinear sampling gives at 5x downscales.
-    """
-    if image.shape[:2] == (size, size):
-        return image
-    shrinking = image.shape[0] > size or image.shape[1] > size
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
 def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
-
-
-def _check_image(name: str, image: object) -> tuple[int, int]:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array (H, W, 3) uint8 RGB, got {type(image)}")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
-            f"{name} is {image.dtype} with shape {image.shape}; expected uint8 RGB (H, W, 3)"
-        )
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"{name} is empty: shape {image.shape}")
-    return image.shape[0], image.shape[1]
 
 
 def _check_points(points_px: object, width: int, height: int) -> np.ndarray:
