@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from t2a_common.core.config import to_dict
+from t2a_common.core.resnet import ResNet18GN
 from t2a_perception.core.checkpoint import (
     CONFIG_NAME,
     STATS_NAME,
@@ -35,7 +36,6 @@ from t2a_perception.core.predictor import (
     resize_image,
     sample_query_points,
 )
-from t2a_perception.core.resnet import ResNet18GN
 
 TINY = TrackModelConfig(
     image_size=32,

@@ -42,21 +42,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from t2a_common.core.config import check, param
-from t2a_common.core.se3 import so3_exp, so3_log
-
-# A policy checkpoint is in the track model's format; its file names are re-exported from here.
-from t2a_perception.core.checkpoint import (
-    CHECKPOINT_FILES,  # noqa: F401
+from t2a_common.core.blocks import IMAGE_MEAN, IMAGE_STD, FinalLayer, T2ABlock, zero_init_adaln
+from t2a_common.core.checkpoint import (
+    CHECKPOINT_FILES,  # noqa: F401  (re-exported: the policy's file names)
     CONFIG_NAME,
     STATS_NAME,
     WEIGHTS_NAME,  # noqa: F401
     load_dataclass,
-    load_weights,
-    save_model_files,
+    load_model,
+    save_checkpoint,  # noqa: F401  (re-exported: saving is the same for every model)
 )
-from t2a_perception.core.model import IMAGE_MEAN, IMAGE_STD, FinalLayer, T2ABlock
-from t2a_perception.core.resnet import ResNet18GN
+from t2a_common.core.config import check, param
+from t2a_common.core.resnet import ResNet18GN
+from t2a_common.core.se3 import so3_exp, so3_log
 
 ACTION_MODES = ("residual", "absolute")
 
@@ -362,7 +360,7 @@ class ResidualPolicy(nn.Module):
     Entry points (lerobot style): :meth:`compute_loss` for training, :meth:`predict_chunk` for
     inference; :class:`~t2a_control.core.policy_runtime.PolicyRunner` is the numpy boundary.
     Inputs are batched tensors in model units: images ``(B, 3, S, S)`` (uint8, or float in
-    [0, 1]), tracks normalised to [-1, 1] (``t2a_perception.core.predictor`` convention), poses
+    [0, 1]), tracks normalised to [-1, 1] (``t2a_common.core.images`` convention), poses
     ``(..., 4, 4)`` ``T_body_tool`` in metres.
     """
 
@@ -424,13 +422,7 @@ class ResidualPolicy(nn.Module):
         self.encoder.initialize_weights()
         nn.init.normal_(self.image_type, std=0.02)
         nn.init.normal_(self.action_queries, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        zero_init_adaln(self.blocks, self.final_layer)
 
     # ---------------------------------------------------------------------------------------
     # Network
@@ -721,16 +713,6 @@ def num_parameters(model: nn.Module) -> int:
 #################################################################################
 
 
-def save_checkpoint(model: ResidualPolicy, directory: str | Path) -> Path:
-    """Write ``model`` (config, stats, weights) into ``directory``, creating it if needed.
-
-    The track model's format (``config.json``, ``stats.json``, ``model.safetensors``):
-    ``config.json`` spells out every field, so a later change of a default cannot silently change
-    what an old checkpoint means.
-    """
-    return save_model_files(directory, model.config, model.stats, model.state_dict())
-
-
 def load_config(directory: str | Path) -> PolicyConfig:
     """The validated :class:`PolicyConfig` of a checkpoint directory."""
     return load_dataclass(directory, CONFIG_NAME, PolicyConfig)
@@ -742,20 +724,19 @@ def load_stats(directory: str | Path) -> PolicyStats:
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> ResidualPolicy:
-    """Rebuild the policy saved by :func:`save_checkpoint`, in eval mode on ``device``.
+    """Rebuild the policy saved by ``save_checkpoint``, in eval mode on ``device``.
 
     Raises:
         FileNotFoundError: the directory or one of its three files is missing.
         ValueError: a file is malformed, the config has unknown or missing keys or bad values,
             or the weights do not fit the architecture the config describes.
     """
-    model = ResidualPolicy(load_config(directory), load_stats(directory))
-    c = model.config
-    load_weights(
-        model,
-        directory,
+    return load_model(directory, ResidualPolicy, PolicyConfig, PolicyStats, _architecture, device)
+
+
+def _architecture(c: PolicyConfig) -> str:
+    return (
         f"depth={c.depth}, hidden_size={c.hidden_size}, encoder_width={c.encoder_width}, "
         f"horizon={c.horizon}, chunk_size={c.chunk_size}, action_mode={c.action_mode!r}, "
-        f"use_plan={c.use_plan}, use_hand={c.use_hand}, point_xyz={c.point_xyz}",
+        f"use_plan={c.use_plan}, use_hand={c.use_hand}, point_xyz={c.point_xyz}"
     )
-    return model.to(device).eval()

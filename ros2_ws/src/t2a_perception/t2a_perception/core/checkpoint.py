@@ -1,42 +1,25 @@
-"""Track model checkpoints: a directory with ``config.json``, ``model.safetensors``, ``stats.json``.
+"""Track model checkpoints, in the format of ``t2a_common.core.checkpoint``.
 
-``config.json`` is the flat :class:`TrackModelConfig` (every field spelled out, so a later change
-of a default cannot silently change what an old checkpoint means), ``stats.json`` the
-:class:`TrackStats` of the training data, ``model.safetensors`` the weights. Loading checks all
-three against each other and says exactly what does not match.
-
-The format itself (any config dataclass, stats dataclass and state dict) is
-:func:`save_model_files`, :func:`load_dataclass` and :func:`load_weights`; the residual policy's
-checkpoints (``t2a_control.core.policy``) use them too.
+``config.json`` is the flat :class:`TrackModelConfig`, ``stats.json`` the :class:`TrackStats` of
+the training data, ``model.safetensors`` the weights.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, TypeVar
 
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
 
-from t2a_common.core.config import fields, from_dict, to_dict
+from t2a_common.core.checkpoint import (
+    CHECKPOINT_FILES,  # noqa: F401  (re-exported: the track model's file names)
+    CONFIG_NAME,
+    STATS_NAME,
+    WEIGHTS_NAME,  # noqa: F401
+    load_dataclass,
+    load_model,
+    save_checkpoint,  # noqa: F401  (re-exported: saving is the same for every model)
+)
 from t2a_perception.core.model import TrackDiT, TrackModelConfig, TrackStats
-
-C = TypeVar("C")
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-STATS_NAME = "stats.json"
-CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME, STATS_NAME)
-
-# How many offending tensor names an error lists before summarising the rest.
-_MAX_LISTED = 8
-
-
-def save_checkpoint(model: TrackDiT, directory: str | Path) -> Path:
-    """Write ``model`` (config, stats, weights) into ``directory``, creating it if needed."""
-    return save_model_files(directory, model.config, model.stats, model.state_dict())
 
 
 def load_config(directory: str | Path) -> TrackModelConfig:
@@ -50,133 +33,19 @@ def load_stats(directory: str | Path) -> TrackStats:
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> TrackDiT:
-    """Rebuild the model saved by :func:`save_checkpoint`, in eval mode on ``device``.
+    """Rebuild the model saved by ``save_checkpoint``, in eval mode on ``device``.
 
     Raises:
         FileNotFoundError: the directory or one of its three files is missing.
         ValueError: a file is malformed, the config has unknown or missing keys or bad values,
             or the weights do not fit the architecture the config describes.
     """
-    model = TrackDiT(load_config(directory), load_stats(directory))
-    depth, hidden, heads = model.config.arch
-    load_weights(
-        model,
-        directory,
-        f"model_size={model.config.model_size!r}, depth={depth}, hidden_size={hidden}, "
-        f"num_heads={heads}, encoder_width={model.config.encoder_width}, "
-        f"horizon={model.config.horizon}",
+    return load_model(directory, TrackDiT, TrackModelConfig, TrackStats, _architecture, device)
+
+
+def _architecture(config: TrackModelConfig) -> str:
+    depth, hidden, heads = config.arch
+    return (
+        f"model_size={config.model_size!r}, depth={depth}, hidden_size={hidden}, "
+        f"num_heads={heads}, encoder_width={config.encoder_width}, horizon={config.horizon}"
     )
-    return model.to(device).eval()
-
-
-# -------------------------------------------------------------------------------------------
-# The checkpoint format, for any model with a config and a stats dataclass
-# -------------------------------------------------------------------------------------------
-
-
-def save_model_files(
-    directory: str | Path, config: Any, stats: Any, state_dict: dict[str, torch.Tensor]
-) -> Path:
-    """Write ``config`` and ``stats`` (config dataclasses, flattened to JSON) and ``state_dict``
-    (safetensors) into ``directory``, creating it if needed; returns the directory."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_json(directory / CONFIG_NAME, to_dict(config))
-    _write_json(directory / STATS_NAME, to_dict(stats))
-    state = {name: t.detach().cpu().contiguous() for name, t in state_dict.items()}
-    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    return directory
-
-
-def load_dataclass(directory: str | Path, filename: str, cls: type[C]) -> C:
-    """The validated ``cls`` stored as ``directory/filename``.
-
-    Raises:
-        FileNotFoundError: the file is missing (the message lists a checkpoint's files).
-        ValueError: not a JSON object, unknown or missing keys (every field must be present), or
-            a value ``cls`` rejects; the message names the file.
-    """
-    path = _require(Path(directory), filename)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    known = {spec.name for spec in fields(cls)}
-    unknown = sorted(set(data) - known)
-    missing = sorted(known - set(data))
-    if unknown or missing:
-        raise ValueError(
-            f"{path} does not match {cls.__name__}: unknown keys {unknown}, missing keys "
-            f"{missing}; every field must be present (known: {sorted(known)})"
-        )
-    try:
-        return from_dict(cls, data)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-
-
-def load_weights(model: nn.Module, directory: str | Path, architecture: str) -> None:
-    """Load ``directory/model.safetensors`` into ``model`` (strictly).
-
-    ``architecture`` describes the model's config (``"depth=6, hidden_size=192"``) for the
-    error when the weights do not fit it.
-
-    Raises:
-        FileNotFoundError: the weights file is missing.
-        ValueError: the file is not readable safetensors, or it has missing, unexpected or
-            differently shaped tensors (listed, with ``architecture``).
-    """
-    path = _require(Path(directory), WEIGHTS_NAME)
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
-    _check_state(model, state, path, architecture)
-    model.load_state_dict(state, strict=True)
-
-
-def _check_state(
-    model: nn.Module, state: dict[str, torch.Tensor], path: Path, architecture: str
-) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{name}: checkpoint {tuple(state[name].shape)} vs config {tuple(expected[name].shape)}"
-        for name in sorted(set(expected) & set(state))
-        if state[name].shape != expected[name].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors {_listed(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch {_listed(mismatched)}")
-    if problems:
-        raise ValueError(
-            f"{path} does not fit the architecture in {CONFIG_NAME} ({architecture}): "
-            + "; ".join(problems)
-        )
-
-
-def _listed(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = len(items) - _MAX_LISTED
-    return f"[{shown}{f', ... and {more} more' if more > 0 else ''}]"
-
-
-def _require(directory: Path, filename: str) -> Path:
-    path = directory / filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no {filename} in checkpoint directory {directory} "
-            f"(a checkpoint holds {', '.join(CHECKPOINT_FILES)})"
-        )
-    return path
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")

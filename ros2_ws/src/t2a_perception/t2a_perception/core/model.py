@@ -14,7 +14,7 @@ tokens instead of image patches:
   construction at every sampling step rather than by overwriting a noisy copy).
 
 Coordinates: points are normalised to ``[-1, 1]`` over the model image (``-1`` = left/top edge,
-``+1`` = right/bottom edge; see ``predictor.pixels_to_normalized``). The diffusion state is the
+``+1`` = right/bottom edge; see ``images.pixels_to_normalized``). The diffusion state is the
 *displacement* from ``P0`` divided by ``TrackStats.displacement_scale``. Displacements rather than
 absolute positions because (a) most points in a manipulation clip barely move, so the target is
 near zero and the network need not reproduce ``P0`` through its output at every step, which an
@@ -33,16 +33,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from t2a_common.core.blocks import IMAGE_MEAN, IMAGE_STD, FinalLayer, T2ABlock, zero_init_adaln
 from t2a_common.core.config import check, param
+from t2a_common.core.resnet import ResNet18GN
 from t2a_perception.core.diffusion import (
     PREDICTION_TYPES,
     SAMPLERS,
     SCHEDULES,
     GaussianDiffusion,
 )
-from t2a_perception.core.resnet import ResNet18GN
 
 # Transformer sizes: name -> (depth, hidden_size, num_heads). "S" is the default: it keeps one
 # 400-point, 10-step DDIM prediction well under 0.5 s on a laptop CPU.
@@ -52,12 +52,6 @@ T2A_SIZES: dict[str, tuple[int, int, int]] = {
     "T2A-B": (12, 384, 6),
     "T2A-L": (16, 768, 12),
 }
-
-# ImageNet statistics: arbitrary for a network trained from scratch, but they keep the door open
-# to initialising the encoder from an ImageNet ResNet-18 without changing the preprocessing.
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
-
 
 #################################################################################
 #                                 Configuration                                 #
@@ -169,11 +163,6 @@ class TrackStats:
 #################################################################################
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: per-example affine transform of token features ``(B, N, D)``."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-
-
 class TimestepEmbedder(nn.Module):
     """Diffusion step ``k`` -> vector, via a sinusoidal code and an MLP (as in DiT)."""
 
@@ -241,65 +230,6 @@ class ImageConditionEmbedder(nn.Module):
 #################################################################################
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention over point tokens, with an optional key padding mask."""
-
-    def __init__(self, hidden_size: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
-        self.proj = nn.Linear(hidden_size, hidden_size)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, N, D = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads)  # (B, N, 3, h, d)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, h, N, d)
-        attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, N, d)
-        return self.proj(out.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
-
-
-class T2ABlock(nn.Module):
-    """Transformer block with adaLN-Zero conditioning (DiT's best-performing variant)."""
-
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads)
-        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        mlp_hidden = int(hidden_size * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Linear(hidden_size, mlp_hidden),
-            nn.GELU(approximate="tanh"),
-            nn.Linear(mlp_hidden, hidden_size),
-        )
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
-
-    def forward(
-        self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        mod = self.adaLN_modulation(c).chunk(6, dim=1)  # 6 x (B, D)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-        h = modulate(self.norm1(x), shift_msa, scale_msa)  # (B, N, D)
-        x = x + gate_msa.unsqueeze(1) * self.attn(h, mask)  # (B, N, D)
-        h = modulate(self.norm2(x), shift_mlp, scale_mlp)  # (B, N, D)
-        return x + gate_mlp.unsqueeze(1) * self.mlp(h)  # (B, N, D)
-
-
-class FinalLayer(nn.Module):
-    """adaLN-modulated projection of each token to its ``H x 2`` track output."""
-
-    def __init__(self, hidden_size: int, out_size: int) -> None:
-        super().__init__()
-        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(hidden_size, out_size)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)  # 2 x (B, D)
-        return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, N, 2H)
-
-
 class TrackDiT(nn.Module):
     """The track model ``V_theta(I0, G, P0, k)``: a DiT over one token per query point.
 
@@ -347,15 +277,7 @@ class TrackDiT(nn.Module):
         self.encoder.initialize_weights()
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        # adaLN-Zero: every block starts as the identity and the output as zero, which the DiT
-        # paper found matters more than any other conditioning choice.
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        zero_init_adaln(self.blocks, self.final_layer)
 
     # ---------------------------------------------------------------------------------------
     # Network

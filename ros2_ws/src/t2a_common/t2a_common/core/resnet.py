@@ -1,6 +1,7 @@
 """ResNet-18 image encoder with GroupNorm, in plain torch.
 
-The track model needs one global feature vector per image (``z0`` for I0, ``zg`` for the goal).
+Both models need one global feature vector per image (the track model: ``z0`` for I0, ``zg`` for
+the goal; the residual policy: the current image and the goal).
 GroupNorm replaces BatchNorm because training batches are small and the same encoder runs with
 batch size 1 at inference, where BatchNorm's running statistics are a common source of
 train/test mismatch (the same choice as diffusion_policy's vision encoders).
