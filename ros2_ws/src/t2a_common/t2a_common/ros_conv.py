@@ -2,8 +2,8 @@
 
 cv_bridge is not installable from PyPI (and its PyPI namesake is a broken ROS 1 port), so images
 are converted here: rgb8, bgr8, rgba8, bgra8, mono8, mono16, 16UC1 and 32FC1, honouring the row
-``step`` (rows may be padded) and ``is_bigendian``. The pixel decoding itself is the ROS-free
-t2a_common.core.sensor_codec, which bag readers share.
+``step`` (rows may be padded) and ``is_bigendian``. The readers and the pixel decoding are the
+ROS-free t2a_common.core.sensor_readers and sensor_codec, which the bag reader shares.
 
 t2a_msgs' PointTracks and Plan are converted here too (to t2a_common.core.types), because
 perception, planning and control all read or write them; messages only one package uses are
@@ -12,8 +12,6 @@ converted in that package's own ``ros_conv.py``.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Transform, Vector3
@@ -21,31 +19,25 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from t2a_common.core import sensor_codec
 from t2a_common.core.geometry import Intrinsics, matrix_to_pose, pose_to_matrix
-from t2a_common.core.sensor_codec import (
+from t2a_common.core.sensor_codec import (  # noqa: F401  (re-exported for the nodes)
     COLOR_ENCODINGS,
     DEPTH_ENCODINGS,
     ENCODINGS,
     ImageConversionError,
 )
+
+# The sensor_msgs readers are shared with the ROS-free bag reader; re-exported for the nodes.
+from t2a_common.core.sensor_readers import (  # noqa: F401
+    camera_info_to_intrinsics,
+    depth_to_meters,
+    describe,
+    image_fields,
+    image_to_numpy,
+    image_to_rgb,
+    stamp_to_sec,
+)
 from t2a_common.core.types import EEPlan, PointTrackSet
 from t2a_msgs.msg import Plan, PointTracks
-
-_HOST_BIG_ENDIAN = sys.byteorder == "big"
-
-
-def describe(msg: Image) -> str:
-    """Short human description, e.g. ``320x240 mono8`` (for error messages)."""
-    return sensor_codec.describe(msg.width, msg.height, msg.encoding)
-
-
-def image_to_numpy(msg: Image) -> np.ndarray:
-    """Image message -> (H, W) or (H, W, C) array in native byte order (a copy, never a view).
-
-    Raises ImageConversionError for an unsupported encoding or a data/step/size mismatch.
-    """
-    return sensor_codec.decode_image(
-        msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data
-    )
 
 
 def numpy_to_image(
@@ -55,56 +47,11 @@ def numpy_to_image(
 
     The array's dtype and channel count must match ``encoding`` (no silent conversion).
     """
-    if encoding not in ENCODINGS:
-        raise ImageConversionError(
-            f"unsupported encoding {encoding!r}, expected one of {', '.join(ENCODINGS)}"
-        )
-    dtype, channels = ENCODINGS[encoding]
-    a = np.asarray(array)
-    expected_ndim = 3 if channels > 1 else 2
-    if a.ndim == 3 and channels == 1 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim != expected_ndim or (channels > 1 and a.shape[2] != channels):
-        want = "(H, W)" if channels == 1 else f"(H, W, {channels})"
-        raise ImageConversionError(f"{encoding} needs an array of shape {want}, got {a.shape}")
-    if a.dtype != dtype:
-        raise ImageConversionError(f"{encoding} needs dtype {dtype}, got {a.dtype}")
-    msg = Image()
+    msg = Image(**image_fields(array, encoding))
     if stamp is not None:
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = int(_HOST_BIG_ENDIAN)
-    msg.step = int(a.shape[1] * channels * dtype.itemsize)
-    msg.data = np.ascontiguousarray(a).tobytes()
     return msg
-
-
-def image_to_rgb(msg: Image, what: str = "image") -> np.ndarray:
-    """Colour image message -> (H, W, 3) uint8 RGB; alpha is dropped, BGR is swapped.
-
-    ``what`` names the image in the error (``goal image is 320x240 mono8, expected rgb8 or bgr8``).
-    """
-    if msg.encoding not in COLOR_ENCODINGS:
-        raise ImageConversionError(
-            f"{what} is {describe(msg)}, expected {', '.join(COLOR_ENCODINGS[:-1])} or "
-            f"{COLOR_ENCODINGS[-1]}"
-        )
-    return sensor_codec.color_to_rgb(image_to_numpy(msg), msg.encoding)
-
-
-def depth_to_meters(msg: Image, depth_scale: float = 0.001) -> np.ndarray:
-    """Depth message -> (H, W) float32 metres with NaN where there is no data.
-
-    16UC1 is scaled by ``depth_scale`` (RealSense: millimetres, 0 = no data); 32FC1 is already in
-    metres (REP 118), with 0, inf and NaN treated as no data.
-    """
-    if msg.encoding not in DEPTH_ENCODINGS:
-        raise ImageConversionError(
-            f"depth image is {describe(msg)}, expected 16UC1 (mm) or 32FC1 (m)"
-        )
-    return sensor_codec.depth_to_meters(image_to_numpy(msg), msg.encoding, depth_scale)
 
 
 def meters_to_depth16(depth_m: np.ndarray, depth_scale: float = 0.001) -> np.ndarray:
@@ -117,13 +64,6 @@ def meters_to_depth16(depth_m: np.ndarray, depth_scale: float = 0.001) -> np.nda
 
 
 # --------------------------------------------------------------------------- camera info
-
-
-def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
-    """CameraInfo -> Intrinsics (uses K; raises if K is all zeros, i.e. uncalibrated)."""
-    return sensor_codec.intrinsics_from_camera_info(
-        msg.width, msg.height, msg.k, msg.distortion_model, msg.d
-    )
 
 
 def intrinsics_to_camera_info(
@@ -204,11 +144,6 @@ def joint_state_msg(
 
 
 # --------------------------------------------------------------------------- time
-
-
-def stamp_to_sec(stamp: Time) -> float:
-    """builtin_interfaces/Time -> seconds (float)."""
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def sec_to_stamp(t: float) -> Time:

@@ -4,10 +4,10 @@ What the training converters (``training/bag_to_tracks.py``, ``training/bag_to_d
 from a bag that ``t2a-record`` (or ``ros2 bag record``) wrote on the robot or next to t2a_sim:
 colour and aligned depth images, the colour ``camera_info`` and spot_ros2's ``joint_states``.
 Messages are deserialized with the rosbags type store (the ``sensor_msgs`` definitions are the
-same in every ROS 2 distribution) and converted by ``t2a_common.core.sensor_codec``, the decoder
-``t2a_common.ros_conv`` uses too (ros_conv itself cannot be used here because it imports the
-message packages): rgb8/bgr8/rgba8/bgra8 colour, 16UC1 (``depth_scale`` m per unit, 0 = no data)
-or 32FC1 (m) depth, rows padded to ``step``.
+same in every ROS 2 distribution) and read by ``t2a_common.core.sensor_readers``, the readers
+``t2a_common.ros_conv`` re-exports for the nodes (ros_conv itself cannot be used here because it
+imports the message packages): rgb8/bgr8/rgba8/bgra8 colour, 16UC1 (``depth_scale`` m per unit,
+0 = no data) or 32FC1 (m) depth, rows padded to ``step``.
 The ``encode_*`` functions go the other way (tests, and bags written from t2a_sim in process).
 
 Two clocks are in a bag: each message's header stamp (when the sensor took it) and its receive
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,13 @@ import numpy as np
 from t2a_bringup.core.bag import BagError, BagReader, MessageTypes
 from t2a_common.core import sensor_codec
 from t2a_common.core.geometry import Intrinsics
-from t2a_common.core.sensor_codec import COLOR_ENCODINGS, DEPTH_ENCODINGS, ENCODINGS
+from t2a_common.core.sensor_readers import (
+    camera_info_to_intrinsics,
+    depth_to_meters,
+    image_fields,
+    image_to_rgb,
+    stamp_to_sec,
+)
 
 IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
@@ -80,46 +85,6 @@ class JointTrajectory:
 # --------------------------------------------------------------------------------------------
 
 
-def stamp_s(header: Any) -> float:
-    """Seconds of a message header's stamp."""
-    return int(header.stamp.sec) + int(header.stamp.nanosec) * 1e-9
-
-
-def _describe(msg: Any) -> str:
-    return sensor_codec.describe(msg.width, msg.height, msg.encoding)
-
-
-def image_to_numpy(msg: Any) -> np.ndarray:
-    """Image -> ``(H, W)`` or ``(H, W, C)`` array in native byte order (a copy).
-
-    Raises ValueError for an unsupported encoding or a data/step/size mismatch.
-    """
-    return sensor_codec.decode_image(
-        msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data
-    )
-
-
-def image_to_rgb(msg: Any, what: str = "image") -> np.ndarray:
-    """Colour image -> ``(H, W, 3)`` uint8 RGB (alpha dropped, BGR swapped)."""
-    if msg.encoding not in COLOR_ENCODINGS:
-        raise ValueError(f"{what} is {_describe(msg)}, expected one of {COLOR_ENCODINGS}")
-    return sensor_codec.color_to_rgb(image_to_numpy(msg), msg.encoding)
-
-
-def depth_to_meters(msg: Any, depth_scale: float = 0.001) -> np.ndarray:
-    """Depth image -> ``(H, W)`` float32 metres, NaN where there is no data."""
-    if msg.encoding not in DEPTH_ENCODINGS:
-        raise ValueError(f"depth image is {_describe(msg)}, expected 16UC1 (mm) or 32FC1 (m)")
-    return sensor_codec.depth_to_meters(image_to_numpy(msg), msg.encoding, depth_scale)
-
-
-def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
-    """CameraInfo -> Intrinsics from K; raises ValueError if K is unset (uncalibrated)."""
-    return sensor_codec.intrinsics_from_camera_info(
-        msg.width, msg.height, msg.k, msg.distortion_model, msg.d
-    )
-
-
 def joint_positions(msg: Any, names: Sequence[str]) -> np.ndarray:
     """Positions of ``names`` (in that order) from a JointState holding any joints in any
     order. Raises ValueError naming the joints that are missing."""
@@ -138,22 +103,9 @@ def encode_image(
     types: MessageTypes, array: np.ndarray, encoding: str, t_s: float, frame_id: str = ""
 ) -> bytes:
     """``array`` as a serialized (CDR) ``sensor_msgs/Image`` stamped ``t_s`` (tight rows)."""
-    if encoding not in ENCODINGS:
-        raise ValueError(f"unsupported encoding {encoding!r}, expected one of {list(ENCODINGS)}")
-    dtype, channels = ENCODINGS[encoding]
-    a = np.asarray(array)
-    want = (a.shape[0], a.shape[1], channels) if channels > 1 else a.shape[:2]
-    if a.dtype != dtype or a.shape != want:
-        raise ValueError(f"{encoding} needs {dtype} of shape {want}, got {a.dtype} {a.shape}")
-    msg = types.typestore.types[IMAGE](
-        header=_header(types, t_s, frame_id),
-        height=int(a.shape[0]),
-        width=int(a.shape[1]),
-        encoding=encoding,
-        is_bigendian=int(sys.byteorder == "big"),
-        step=int(a.shape[1] * channels * dtype.itemsize),
-        data=np.frombuffer(np.ascontiguousarray(a).tobytes(), np.uint8),
-    )
+    fields = image_fields(array, encoding)
+    fields["data"] = np.frombuffer(fields["data"], np.uint8)
+    msg = types.typestore.types[IMAGE](header=_header(types, t_s, frame_id), **fields)
     return bytes(types.typestore.serialize_cdr(msg, IMAGE))
 
 
@@ -288,7 +240,7 @@ class BagFrames:
         return self.types.typestore.deserialize_cdr(msg.data, msgtype)
 
     def _time(self, header: Any, receive_ns: int) -> float:
-        return receive_ns * 1e-9 if self.clock == "receive" else stamp_s(header)
+        return receive_ns * 1e-9 if self.clock == "receive" else stamp_to_sec(header.stamp)
 
     def color_frames(self, start_s: float = 0.0, end_s: float | None = None) -> Iterator[Frame]:
         """Colour frames in a window (s from the bag's first message), read lazily."""
