@@ -13,6 +13,7 @@ import math
 from t2a_common.core.config import check, param
 
 GRASP_MODES = ("weld", "friction")
+GRASP_CHECKS = ("strict", "distance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +56,22 @@ class SimConfig:
 
     # grasping
     grasp_mode: str = param("weld", "weld (grasp locks on) | friction (fingers and contacts)")
+    grasp_check: str = param(
+        "strict",
+        "when a close welds (weld mode): strict (the part lies between the open jaws, in front of "
+        "the palm, and the jaws close across its thin side) | distance (the tool point is within "
+        "grasp_radius of the part's surface, whatever the hand's orientation)",
+    )
+    grasp_tolerance: float = param(
+        0.005, "strict check: slack of the jaw region (tips, sides, fixed jaw face) (m)"
+    )
+    grasp_max_angle_deg: float = param(
+        30.0,
+        "strict check: largest tilt of the closing direction from across the part (a bar's or "
+        "bottle's axis normal, a box face's normal) (deg)",
+    )
     grasp_radius: float = param(
-        0.02, "a close grasps when the tool is this near the gripped part's surface (m)"
+        0.02, "distance check: a close grasps when the tool is this near the part's surface (m)"
     )
     gripper_closed_below: float = param(
         -0.15, "finger targets above this angle count as a close command (rad, 0 = shut)"
@@ -82,6 +97,15 @@ class SimConfig:
         check(
             self.grasp_mode in GRASP_MODES,
             f"grasp_mode {self.grasp_mode!r} unknown, expected one of {GRASP_MODES}",
+        )
+        check(
+            self.grasp_check in GRASP_CHECKS,
+            f"grasp_check {self.grasp_check!r} unknown, expected one of {GRASP_CHECKS}",
+        )
+        check(self.grasp_tolerance >= 0, f"grasp_tolerance must be >= 0 m: {self.grasp_tolerance}")
+        check(
+            0 < self.grasp_max_angle_deg < 90,
+            f"grasp_max_angle_deg must be in (0, 90) deg, got {self.grasp_max_angle_deg}",
         )
         check(
             self.table_height < self.body_height,

@@ -17,6 +17,8 @@ Arm commands are position targets; the servos follow them no faster than
 
 from __future__ import annotations
 
+import dataclasses
+
 import mujoco
 import numpy as np
 
@@ -32,6 +34,8 @@ from t2a_sim.core.tasks import EpisodeSpec, TaskDef
 GRIPPER_OPEN = -1.4  # rad; wide enough for every handle and bottle in the task set
 GRIPPER_CLOSED = 0.15  # rad; past shut, so the servo squeezes whatever it closes on
 SETTLE_S = 0.3  # s of physics after reset so free objects rest on the table before t = 0
+_BOX = int(mujoco.mjtGeom.mjGEOM_BOX)
+_ROUND = (int(mujoco.mjtGeom.mjGEOM_CAPSULE), int(mujoco.mjtGeom.mjGEOM_CYLINDER))  # axis z
 
 
 def _name2id(model: mujoco.MjModel, kind: mujoco.mjtObj, name: str) -> int:
@@ -46,6 +50,78 @@ def _pose(xpos: np.ndarray, xmat: np.ndarray) -> np.ndarray:
     T[:3, :3] = np.asarray(xmat).reshape(3, 3)
     T[:3, 3] = xpos
     return T
+
+
+@dataclasses.dataclass(frozen=True)
+class _JawGeometry:
+    """The gripper's jaws in the hand body (link_wr1) frame, read from the compiled model.
+
+    The fixed jaw lies below the tool axis with its inner face up; the finger pivots about y at
+    ``pivot`` and closes down onto it. Coordinates x (along the fingers) and z (closing) in m.
+    """
+
+    root_x: float  # where both jaws begin, in front of the palm
+    tip_x: float  # where the shorter jaw ends
+    half_width: float  # the narrower jaw's half-width across y
+    face_z: float  # the fixed jaw's inner face
+    centre: np.ndarray  # (3,) middle of the squeeze region on the fixed jaw's face
+    pivot: np.ndarray  # (2,) finger joint (x, z)
+    finger_face_z: float  # the finger's inner face in its own frame (z)
+
+    @staticmethod
+    def of(m: mujoco.MjModel) -> _JawGeometry:
+        G = mujoco.mjtObj.mjOBJ_GEOM
+        fixed = _name2id(m, G, "jaw_fixed")
+        moving = _name2id(m, G, "jaw_finger")
+        finger_body = _name2id(m, mujoco.mjtObj.mjOBJ_BODY, mjcf.FINGER_BODY)
+        fp, fs = m.geom_pos[fixed], m.geom_size[fixed]
+        gp, gs = m.geom_pos[moving], m.geom_size[moving]
+        pivot = m.body_pos[finger_body][[0, 2]].copy()
+        root = max(fp[0] - fs[0], pivot[0] + gp[0] - gs[0])
+        tip = min(fp[0] + fs[0], pivot[0] + gp[0] + gs[0])
+        face = fp[2] + fs[2]
+        return _JawGeometry(
+            root_x=float(root),
+            tip_x=float(tip),
+            half_width=float(min(fs[1], gs[1])),
+            face_z=float(face),
+            centre=np.array([(root + tip) / 2, 0.0, face]),
+            pivot=pivot,
+            finger_face_z=float(gp[2] - gs[2]),
+        )
+
+    def in_finger(self, xz: np.ndarray, angle: float) -> np.ndarray:
+        """Point ``(x, z)`` of the hand frame in the finger's frame at joint ``angle`` (rad)."""
+        c, s = np.cos(angle), np.sin(angle)  # rotation about y: x' = c x + s z, z' = -s x + c z
+        dx, dz = xz - self.pivot
+        return np.array([c * dx - s * dz, s * dx + c * dz])
+
+
+def _gripped_geom(m: mujoco.MjModel, site: int) -> int:
+    """The solid geom of the site's body that the site sits in (or is nearest): the part the
+    jaws must hold (a handle bar, a bottle's body, a knob, a box)."""
+    body = m.site_bodyid[site]
+    best, best_d = -1, np.inf
+    for g in range(m.ngeom):
+        if m.geom_bodyid[g] != body or m.geom_contype[g] == 0:
+            continue
+        p = m.site_pos[site] - m.geom_pos[g]  # both in the body frame
+        R = np.zeros(9)
+        mujoco.mju_quat2Mat(R, m.geom_quat[g])
+        p = R.reshape(3, 3).T @ p  # in the geom frame
+        size = m.geom_size[g]
+        if int(m.geom_type[g]) == _BOX:
+            dist = np.linalg.norm(np.maximum(np.abs(p) - size[:3], 0.0))
+        elif int(m.geom_type[g]) in _ROUND:
+            radial = max(np.hypot(p[0], p[1]) - size[0], 0.0)
+            dist = np.hypot(radial, max(abs(p[2]) - size[1], 0.0))
+        else:
+            dist = max(np.linalg.norm(p) - size[0], 0.0)
+        if dist < best_d - 1e-9:
+            best, best_d = g, dist
+    if best < 0:
+        raise ValueError(f"site {m.site(site).name!r} has no solid geom on its body to grasp")
+    return best
 
 
 class SimEnv:
@@ -63,6 +139,7 @@ class SimEnv:
         self.goal: float | np.ndarray = float("nan")  # joint value, or 4x4 pose of a free part
         self.part_id = -1  # MuJoCo body id of the part the task moves
         self.obj_qadr = -1  # qpos address of that part's joint
+        self.grasp_report = ""  # why the last close did or did not weld (weld mode)
         self._max_step = spot_arm.MAX_JOINT_SPEED * self.config.speed_scale * self.config.timestep
         self._max_finger_step = self.config.gripper_speed * self.config.timestep
 
@@ -102,6 +179,11 @@ class SimEnv:
         self._grasp_sites = {
             role: _name2id(m, mujoco.mjtObj.mjOBJ_SITE, name) for role, name in obj.sites.items()
         }
+        self._jaws = _JawGeometry.of(m)
+        self._gripped_geom = {
+            role: _gripped_geom(m, s) for role, s in self._grasp_sites.items() if role != "push"
+        }
+        self.grasp_report = ""
 
         q0 = np.asarray(cfg.start_q, float)
         d.qpos[self._qadr[:6]] = q0
@@ -184,13 +266,26 @@ class SimEnv:
         if self.config.grasp_mode != "weld":
             return
         d, m = self.data, self.model
-        tool = d.site_xpos[self._tool]
-        reach = self.config.grasp_radius
-        near = [
-            s
-            for role, s in self._grasp_sites.items()
-            if role != "push" and np.linalg.norm(d.site_xpos[s] - tool) <= m.site_size[s, 0] + reach
-        ]
+        if self.config.grasp_check == "distance":
+            tool = d.site_xpos[self._tool]
+            reach = self.config.grasp_radius
+            near = [
+                role
+                for role, s in self._grasp_sites.items()
+                if role != "push"
+                and np.linalg.norm(d.site_xpos[s] - tool) <= m.site_size[s, 0] + reach
+            ]
+            self.grasp_report = (
+                f"{near[0]}: tool within {reach:g} m" if near else "no grasp site within reach"
+            )
+        else:
+            reasons = {role: self._straddle_problem(role) for role in self._gripped_geom}
+            near = [role for role, why in reasons.items() if not why]
+            self.grasp_report = (
+                f"{near[0]}: between the jaws"
+                if near
+                else "; ".join(f"{role}: {why}" for role, why in reasons.items())
+            )
         if not near:
             return
         # Weld data: anchor (3), pose of body2 in body1 (pos 3, quat 4), torque scale. Writing the
@@ -205,6 +300,66 @@ class SimEnv:
         m.eq_data[self._weld, 6:10] = q_rel
         m.eq_data[self._weld, 10] = 1.0
         d.eq_active[self._weld] = 1
+
+    def _straddle_problem(self, role: str) -> str:
+        """Why the open jaws, closing now, would not hold the part of site ``role`` ("" if they
+        would): the strict grasp check.
+
+        The part is the solid geom the site sits in (a bar, the bottle's body, a knob, the box).
+        The jaws close along the hand's z. A round part (capsule, cylinder) must be closed across
+        its axis, a box across one of its faces, within ``grasp_max_angle_deg``; the part's
+        half-width ``w`` along that direction is what the jaws squeeze. Taking the part's point
+        nearest the jaws (along a bar, over a box face), in the hand frame it must lie: between
+        the finger's root and the jaw tips along x (in front of the palm), over the jaws' width
+        along y, with its near side not below the fixed jaw's face and its far side under the
+        open finger (the finger, closing, sweeps onto it).
+        """
+        d, m, c, jaws = self.data, self.model, self.config, self._jaws
+        tol = c.grasp_tolerance
+        g = self._gripped_geom[role]
+        R_g = d.geom_xmat[g].reshape(3, 3)
+        R_h = d.xmat[self._hand].reshape(3, 3)
+        p_h = d.xpos[self._hand]
+        n = R_g.T @ R_h[:, 2]  # closing direction in the part geom's frame
+        size = m.geom_size[g]
+        jaw_centre = R_g.T @ (p_h + R_h @ jaws.centre - d.geom_xpos[g])  # in the geom frame
+        max_tilt = np.deg2rad(c.grasp_max_angle_deg)
+        gtype = int(m.geom_type[g])
+        if gtype in _ROUND:
+            tilt = np.arcsin(min(1.0, abs(n[2])))
+            if tilt > max_tilt:
+                return (
+                    f"jaws close {np.rad2deg(tilt):.0f} deg off across the part's axis "
+                    f"(> {c.grasp_max_angle_deg:g})"
+                )
+            w = float(size[0])
+            ref = np.array([0.0, 0.0, np.clip(jaw_centre[2], -size[1], size[1])])
+        elif gtype == _BOX:
+            k = int(np.argmax(np.abs(n)))
+            tilt = np.arccos(min(1.0, abs(n[k])))
+            if tilt > max_tilt:
+                return (
+                    f"jaws close {np.rad2deg(tilt):.0f} deg off the nearest face normal "
+                    f"(> {c.grasp_max_angle_deg:g})"
+                )
+            w = float(size[k])
+            ref = np.clip(jaw_centre, -size[:3], size[:3])
+            ref[k] = 0.0
+        else:  # sphere-like: any direction, the centre
+            w, ref = float(size[0]), np.zeros(3)
+        x, y, z = R_h.T @ (d.geom_xpos[g] + R_g @ ref - p_h)  # in the hand frame
+        if x > jaws.tip_x + tol:
+            return f"part centre {x - jaws.tip_x:.3f} m beyond the jaw tips"
+        if x + w < jaws.root_x - tol:
+            return f"part {jaws.root_x - x - w:.3f} m short of the finger (against the palm)"
+        if abs(y) > jaws.half_width + tol:
+            return f"part centre {abs(y) - jaws.half_width:.3f} m beside the jaws"
+        if z - w < jaws.face_z - tol:
+            return f"part {jaws.face_z - (z - w):.3f} m below the fixed jaw's face"
+        far = jaws.in_finger(np.array([x, z + w]), float(d.qpos[self._qadr[6]]))
+        if far[1] > jaws.finger_face_z + tol:
+            return f"part {far[1] - jaws.finger_face_z:.3f} m above the open finger (too wide)"
+        return ""
 
     # ------------------------------------------------------------------ time
     def _physics_step(self) -> None:
