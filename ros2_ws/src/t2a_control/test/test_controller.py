@@ -323,6 +323,101 @@ def test_approach_that_cannot_finish_times_out():
     assert cmd.state == "failed" and cmd.hold_reason.startswith("approach: pre-grasp pose")
 
 
+class WalledArm(FakeArmDriver):
+    """A fake arm that cannot enter a region: a step that would take the hand pose where
+    ``wall(T_body_tool)`` is true does not happen (the hand stops at the obstacle)."""
+
+    def __init__(self, wall, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.wall = wall
+
+    def step(self, dt: float) -> None:
+        for _ in range(20):  # in small steps, so the hand stops within a millimetre of the wall
+            q = self.q.copy()
+            super().step(dt / 20)
+            if self.wall is not None and self.wall(fk(self.q)):
+                self.q = q
+
+
+def walled_loop(wall, config: ControllerConfig | None = None, plan: EEPlan | None = None):
+    controller = Controller(config or ControllerConfig())
+    controller.set_plan(plan or pull_plan())
+    return Loop(controller, WalledArm(wall))
+
+
+def _released_at(loop: Loop) -> np.ndarray:
+    return loop.hand[next(i for i, c in enumerate(loop.commands) if c.state == "release")]
+
+
+@pytest.mark.parametrize("reanchor", [True, False])
+def test_execution_follows_the_realised_grasp(reanchor):
+    """The hand meets the object 2.5 cm above the planned grasp (contact) and closes there.
+    Re-anchored, the pull keeps that offset: the object makes its planned motion. Without it the
+    hand drops the 2.5 cm onto the plan while pulling (the object would be dragged off)."""
+    plan = pull_plan()
+    G = plan.ee_poses[0]
+    floor = G[2, 3] + 0.025
+    loop = walled_loop(lambda T: T[2, 3] < floor, ControllerConfig(reanchor_after_grasp=reanchor))
+    loop.run_until(lambda c: c.state == "execute")
+    H = loop.hand[-1]
+    assert 0.0 <= H[2, 3] - floor < 0.01 and loop.commands[-2].state == "grasp"
+    loop.driver.wall = None  # the object moves with the hand from here
+    cmd = loop.run_until(finished)
+    assert cmd.state == "done", cmd.hold_reason
+    expected = plan.ee_poses[-1] @ np.linalg.inv(G) @ H if reanchor else plan.ee_poses[-1]
+    np.testing.assert_allclose(_released_at(loop)[:3, 3], expected[:3, 3], atol=0.006)
+    anchor = np.linalg.inv(G) @ H if reanchor else np.eye(4)
+    np.testing.assert_allclose(loop.controller.executed_poses(), plan.ee_poses @ anchor, atol=1e-9)
+
+
+def test_a_residual_policy_is_given_the_re_anchored_plan():
+    plan = pull_plan()
+    floor = plan.ee_poses[0][2, 3] + 0.02
+    policy = ConstantPolicy(np.zeros(6))
+    controller = Controller(ControllerConfig(mode="residual"), policy)
+    controller.set_plan(plan)
+    loop = Loop(controller, WalledArm(lambda T: T[2, 3] < floor))
+    loop.run_until(lambda c: c.state == "execute")
+    loop.driver.wall = None
+    loop.run_until(finished)
+    executes = [o for o in policy.inputs if o["state"] == "execute"]
+    H = np.linalg.inv(plan.ee_poses[0]) @ executes[0]["plan_poses"][0]
+    assert abs(H[2, 3] - 0.02) < 0.005  # the plan moved up with the realised grasp
+    for obs in executes:
+        assert abs(obs["plan_pose"][2, 3] - floor) < 0.005
+
+
+def test_a_hand_blocked_near_the_plan_end_finishes_the_plan():
+    """The object reaches its end stop 7 cm before the plan's end (a door closes before the
+    plan says): the hand stalls there, further from its goal than the plan clock allows (so the
+    clock waits), and the run releases and ends done, not failed."""
+    plan = pull_plan()
+    stop_x = plan.ee_poses[-1][0, 3] + 0.07
+    loop = walled_loop(lambda T: T[0, 3] < stop_x, plan=plan)
+    loop.run_until(lambda c: c.state == "release")
+    loop.driver.wall = None  # the stop holds the object, not the hand backing away
+    cmd = loop.run_until(finished)
+    assert cmd.state == "done", cmd.hold_reason
+    assert loop.states() == ["approach", "grasp", "execute", "release", "done"]
+    note = next(c.message for c in loop.commands if c.state == "release")
+    assert "blocked" in note and "end stop" in note and "releasing" in note
+    assert abs(_released_at(loop)[0, 3] - stop_x) < 0.005
+
+
+def test_a_hand_blocked_early_in_the_plan_fails_without_waiting_for_the_timeout():
+    plan = pull_plan()
+    stop_x = plan.ee_poses[0][0, 3] - 0.05  # a quarter of the 20 cm pull
+    config = ControllerConfig(stall_timeout_s=1.0)
+    loop = walled_loop(lambda T: T[0, 3] < stop_x, config, plan)
+    loop.run_until(lambda c: c.state == "execute")
+    start = len(loop.commands)
+    cmd = loop.run_until(finished)
+    assert cmd.state == "failed"
+    assert "blocked" in cmd.hold_reason and "cannot follow the plan" in cmd.hold_reason
+    duration = plan.times_s[-1] - plan.times_s[0]
+    assert (len(loop.commands) - start) * PERIOD < duration + 2.0  # not execute_timeout_s
+
+
 # ---------------------------------------------------------------------------------------------
 # Residual policy
 # ---------------------------------------------------------------------------------------------
@@ -591,6 +686,8 @@ def test_controller_yaml_lists_every_loop_parameter_with_its_default():
         ({"move_speed_mps": 1.0}, "must not exceed the safety limits"),
         ({"gripper_closed_opening": 0.99}, "closed < open"),
         ({"ik_fail_ticks": 0}, "ik_fail_ticks"),
+        ({"blocked_finish_fraction": 1.5}, "blocked_finish_fraction"),
+        ({"stall_timeout_s": 0.0}, "stall_timeout_s"),
         ({"policy_states": ("release",)}, "policy_states"),
     ],
 )

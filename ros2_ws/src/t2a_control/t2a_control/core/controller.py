@@ -6,7 +6,12 @@ so the node, the simulator and tests drive it the same way. Each tick:
 1. watchdog: any watched input stale -> hold position (resume when fresh);
 2. state machine picks the hand goal ``a_bar_t``: the pre-grasp pose (approach), the grasp pose
    ``ee_poses[grasp_step]`` (grasp, then close the gripper), the plan sampled by time (execute),
-   or a retreat along the approach direction after opening the gripper (release);
+   or a retreat along the approach direction after opening the gripper (release). Once the
+   gripper has closed, the rest of the plan is re-anchored to the realised grasp: with plan poses
+   ``ee[k] = M_k G`` (object motion ``M_k``, planned grasp ``G``) and the measured hand pose
+   ``H`` at the close, execute tracks ``ee[k] inv(G) H``, so the object makes its planned motion
+   even when the hand closed short of ``G`` (contact). With a policy, ``G`` is the corrected
+   grasp goal: the policy keeps making its own correction in execute;
 3. the policy corrects it (mode "residual": ``a_t = Delta a_t (+) a_bar_t``, translation added and
    rotation composed as ``exp(Delta rot) @ R`` in the body frame; "absolute": the policy's pose
    replaces it; "open_loop": no policy). In approach the policy is asked for the grasp step and
@@ -19,7 +24,9 @@ States (names and order match ``t2a_msgs/ControlStatus`` STATE_*): idle -> appro
 execute -> release -> done; hold (stale input, a rejected goal, an IK failure, stop, or waiting
 for a policy input that has not arrived or is unusable) and failed (bad plan, a pose IK cannot
 reach for ``ik_fail_ticks`` ticks, a timeout, a broken policy, a policy input still missing after
-``policy_input_timeout_s``).
+``policy_input_timeout_s``, a hand blocked with much of the plan still ahead). A plan followed to
+its end is done, also when the hand ends blocked in its last ``blocked_finish_fraction`` (the
+object at its end stop: a closed door, a drawer pushed home).
 """
 
 from __future__ import annotations
@@ -108,6 +115,21 @@ class ControllerConfig:
     execute_timeout_s: float = param(
         10.0, "time beyond the plan's duration to get through the plan before failing (s)"
     )
+    reanchor_after_grasp: bool = param(
+        True,
+        "once the gripper has closed, re-express the rest of the plan from the measured hand "
+        "pose (the realised grasp, often short of the planned one): ee'[k] = ee[k] inv(G) H",
+    )
+    stall_timeout_s: float = param(
+        2.0,
+        "in execute, a hand that has not moved (contact_stall_m per tick) for this long while "
+        "the plan clock waits for it is blocked (s)",
+    )
+    blocked_finish_fraction: float = param(
+        0.3,
+        "a blocked hand with at most this share of the plan's duration still ahead finishes the "
+        "plan (the object is at its end stop) and releases; with more the run fails (0..1)",
+    )
     settle_timeout_s: float = param(
         2.0, "time after the plan's end to reach its final pose before releasing anyway (s)"
     )
@@ -156,7 +178,7 @@ class ControllerConfig:
             "move_speed_mps move_angular_speed_rps position_tolerance_m rotation_tolerance_rad "
             "approach_timeout_s grasp_timeout_s gripper_timeout_s max_tracking_error_m "
             "max_tracking_error_rad execute_timeout_s settle_timeout_s retreat_timeout_s "
-            "policy_input_timeout_s"
+            "policy_input_timeout_s stall_timeout_s"
         ).split()
         for name in positive:
             value = getattr(self, name)
@@ -187,6 +209,11 @@ class ControllerConfig:
             and 0.0 <= self.gripper_closed_opening < self.gripper_open_opening <= 1.0,
             f"gripper thresholds closed={self.gripper_closed_opening!r} "
             f"open={self.gripper_open_opening!r}, expected 0 <= closed < open <= 1",
+        )
+        check(
+            _number(self.blocked_finish_fraction) and 0.0 <= self.blocked_finish_fraction <= 1.0,
+            f"ControllerConfig.blocked_finish_fraction = {self.blocked_finish_fraction!r}, "
+            "expected a share in [0, 1]",
         )
         check(
             isinstance(self.ik_fail_ticks, int)
@@ -346,6 +373,18 @@ class Controller:
         if callable(reset):
             reset()
 
+    def executed_poses(self) -> np.ndarray:
+        """The plan's hand poses (T, 4, 4) as they are being executed: from the grasp step on
+        re-anchored to the realised grasp once the gripper has closed (``reanchor_after_grasp``).
+        """
+        plan = self._plan
+        if plan is None:
+            return np.zeros((0, 4, 4))
+        poses = np.array(plan.ee_poses, dtype=float)
+        if self._anchor is not None:
+            poses[plan.grasp_step :] = poses[plan.grasp_step :] @ self._anchor
+        return poses
+
     def stop(self) -> None:
         """Hold position and drop the plan; the controller goes idle once inputs are fresh."""
         self._plan = None
@@ -359,7 +398,8 @@ class Controller:
 
         The policy (modes residual/absolute, in ``policy_states``) gets a dict with: "image"
         (H, W, 3) uint8 or None, "image_stamp_s", "goal_image", "tracks" (PointTrackSet or
-        None), "plan_poses" (T, 4, 4), "plan_times_s" (T,) and "grasp_step" of the open-loop
+        None), "plan_poses" (T, 4, 4) (re-anchored after the grasp, see
+        :meth:`executed_poses`), "plan_times_s" (T,) and "grasp_step" of the open-loop
         plan, "step" (int), "plan_pose" (4, 4) the open-loop pose of "step" being corrected
         (in approach: the grasp pose, whose correction the pre-grasp gets), "ee_pose" (4, 4)
         the measured hand pose, "q" (6,), "gripper", "state" and "time_s". It is not asked
@@ -432,6 +472,10 @@ class Controller:
         self._phase_time = 0.0
         self._sub_started: float | None = None  # phase time when closing/retreating began
         self._clock = 0.0  # execute: plan time since the grasp step (s)
+        # execute: inv(G) @ H, the grasp pose the hand was sent to -> the hand pose measured once
+        # the gripper closed (the realised grasp); plan poses from the grasp on are ee[k] @ it
+        self._anchor: np.ndarray | None = None
+        self._stalled_s = 0.0  # execute: how long the hand has not moved with the clock waiting
         self._settle_started: float | None = None
         self._step = -1
         self._bad_ticks = 0
@@ -461,7 +505,7 @@ class Controller:
             elif phase == GRASP:
                 goal = self._grasp(obs, T_current, dt)
             elif phase == EXECUTE:
-                goal = self._execute(obs, T_current)
+                goal = self._execute(obs, T_current, dt)
             elif phase == RELEASE:
                 goal = self._release(obs, T_current, dt)
             else:
@@ -523,10 +567,17 @@ class Controller:
             ):
                 self._enter(EXECUTE)
                 self._clock = 0.0
+                self._stalled_s = 0.0
+                if self.config.reanchor_after_grasp:
+                    # The hand closed where it is, not where it was sent (contact stopped it
+                    # short): move the rest of the plan with it, so the object makes its planned
+                    # motion. Only the unintended part: a policy's correction of the grasp
+                    # (target != plan) is its own to keep making in execute.
+                    self._anchor = np.linalg.inv(target) @ T_current
                 return None
         return self._move(T_current, target, dt)
 
-    def _execute(self, obs: Observation, T_current: np.ndarray) -> np.ndarray | None:
+    def _execute(self, obs: Observation, T_current: np.ndarray, dt: float) -> np.ndarray | None:
         plan = self._plan
         g = plan.grasp_step
         t0 = float(plan.times_s[g])
@@ -535,6 +586,8 @@ class Controller:
         self._step = g + int(np.searchsorted(plan.times_s[g:], t0 + clock, side="right")) - 1
         # Position targets are reached one period after they are sent: aim where the plan will be.
         T_plan = self._plan_pose_at(t0 + min(clock + self.period_s, duration))
+        if self._anchor is not None:
+            T_plan = T_plan @ self._anchor
         target = self._corrected(obs, T_plan, T_current)
         self._gripper_open = False
         if self.config.policy_gripper and self._policy_cache is not None:
@@ -556,6 +609,20 @@ class Controller:
                     f"({p_err:.3f} m, {r_err:.3f} rad off)",
                 )
                 return None
+        elif self._blocked(T_current, dt):
+            # Stuck against something while the plan clock waits. Near the plan's end that is
+            # the object at its end stop (a closed door, a drawer pushed home): the plan is done.
+            ahead = (duration - clock) / duration if duration > 0 else 0.0
+            p_err, _ = pose_error(T_current, target)
+            where = (
+                f"the hand is blocked {p_err:.3f} m from its goal at plan time {clock:.2f} of "
+                f"{duration:.2f} s"
+            )
+            if ahead <= self.config.blocked_finish_fraction:
+                self._finish_plan(T_current, f"{where} (the object's end stop)")
+            else:
+                self._enter(FAILED, f"execute: {where}; the hand cannot follow the plan")
+            return None
         elif self._phase_time > duration + self.config.execute_timeout_s:
             self._enter(
                 FAILED,
@@ -564,6 +631,18 @@ class Controller:
             )
             return None
         return target
+
+    def _blocked(self, T_current: np.ndarray, dt: float) -> bool:
+        """Whether the hand has stood still for ``stall_timeout_s`` while the plan clock waited
+        for it (further than the tracking tolerance from its goal)."""
+        p = T_current[:3, 3].copy()
+        last, self._last_hand = self._last_hand, p
+        moved = last is None or np.linalg.norm(p - last) >= self.config.contact_stall_m
+        if moved or self._tracking(T_current):
+            self._stalled_s = 0.0
+        else:
+            self._stalled_s += dt
+        return self._stalled_s >= self.config.stall_timeout_s
 
     def _finish_plan(self, T_current: np.ndarray, note: str) -> None:
         """End of the plan: release, unless the plan lifted the object (it would fall)."""
@@ -780,7 +859,7 @@ class Controller:
             "image_stamp_s": obs.image_stamp_s,
             "goal_image": obs.goal_image,
             "tracks": obs.tracks,
-            "plan_poses": plan.ee_poses,
+            "plan_poses": self.executed_poses(),
             "plan_times_s": plan.times_s,
             "grasp_step": plan.grasp_step,
             "step": self._step,
