@@ -23,6 +23,7 @@ setup(
     entry_points={
         "console_scripts": [
             "t2a_sim = t2a_sim.nodes.sim_node:main",
+            "t2a_sim_state_publisher = t2a_sim.nodes.state_publisher:main",
         ],
     },
 )

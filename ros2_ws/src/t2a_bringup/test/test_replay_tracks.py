@@ -110,6 +110,7 @@ def test_replayed_bag_gives_the_same_tracks_as_live(tmp_path):
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     with Children() as children, ros_context() as ctx:
         children.start("sim", SIM)
+        children.start("sim state publisher", ["-m", "t2a_sim.nodes.state_publisher"])
         children.start("live predictor", PREDICTOR)
         children.start("replay predictor", [*PREDICTOR, *replay_args])
         node = rclpy.create_node("replay_test", context=ctx)

@@ -1,4 +1,5 @@
-"""The ROS stack closed-loop over DDS: t2a_sim, planner and residual_controller in their own
+"""The ROS stack closed-loop over DDS: t2a_sim (the strict spot_ros2 stand-in, prefixed joint
+names from its separate state publisher), planner and residual_controller in their own
 processes; the test plays the perception node's part with ground-truth tracks."""
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def test_sim_planner_controller_close_the_cabinet_over_dds():
                 "sim.width:=320", "sim.height:=240", "camera_rate_hz:=10.0")  # fmt: skip
     # Planner and controller run on the sim's /clock: on a loaded CI machine the sim may run
     # slower than real time, and the 5 Hz loop must tick in sim time to stay in step with it.
+    state = _node("t2a_sim.nodes.state_publisher")  # spot_ros2's state_publisher_node
     planner = _node("t2a_planning.nodes.planner", "use_sim_time:=true")
     # Two other test workers may share the 2 CPUs: a watchdog of 2 ticks (its job is tested in
     # test_watchdog.py) would hold the arm whenever a frame is late and cost the grasp here.
@@ -39,6 +41,7 @@ def test_sim_planner_controller_close_the_cabinet_over_dds():
                        "control.watchdog.stale_ticks:=6.0")  # fmt: skip
     with (
         ChildProcess(sim) as p_sim,
+        ChildProcess(state),
         ChildProcess(planner) as p_plan,
         ChildProcess(controller) as p_ctl,
         ros_context() as ctx,

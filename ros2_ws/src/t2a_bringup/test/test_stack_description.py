@@ -194,7 +194,12 @@ def test_sim_profile_runs_the_t2a_nodes_on_sim_time_and_robot_on_wall_time():
         assert sim[key].parameters["use_sim_time"] is True, key
     assert "use_sim_time" not in sim["t2a_sim"].parameters  # it publishes /clock
     robot = {n.key: n for n in desc.resolve("robot")}
-    assert "t2a_sim" not in robot and {"camera", "spot_driver"} <= set(robot)
+    assert "t2a_sim" not in robot and {"camera", "spot_driver", "spot_state_publisher"} <= set(
+        robot
+    )
+    # spot_ros2's joint_states come from its state_publisher_node: both profiles start one
+    assert robot["spot_state_publisher"].executable == "state_publisher_node"
+    assert sim["sim_state_publisher"].executable == "t2a_sim_state_publisher"
     assert all(robot[k].parameters["use_sim_time"] is False for k in T2A_NODES - {"t2a_sim"})
     assert robot["camera"].external and robot["spot_driver"].external
     assert [n.key for n in desc.resolve("robot", {"spot_driver": "false", "camera": "False"})] == [

@@ -19,10 +19,12 @@ from t2a_planning.core.config import PlannerConfig
 from t2a_planning.nodes.planner import PlannerNodeConfig
 from t2a_sim.core.config import SimConfig
 from t2a_sim.nodes.sim_node import SimNodeConfig
+from t2a_sim.nodes.state_publisher import StatePublisherConfig
 
 pytestmark = pytest.mark.ros
 CONFIGS = {
     "t2a_sim": SimNodeConfig,
+    "sim_state_publisher": StatePublisherConfig,
     "track_predictor": TrackPredictorConfig,
     "planner": PlannerNodeConfig,
     "residual_controller": ResidualControllerNodeConfig,
@@ -38,7 +40,8 @@ def _file_section(path, fqn: str) -> dict:
 def test_every_parameter_is_a_config_field_and_the_files_load_back(profile, tmp_path):
     nodes = stack.load_description().resolve(profile)
     ours = [n for n in nodes if not n.external]
-    assert {n.key for n in ours} == set(CONFIGS) - ({"t2a_sim"} if profile == "robot" else set())
+    sim_only = {"t2a_sim", "sim_state_publisher"}
+    assert {n.key for n in ours} == set(CONFIGS) - (sim_only if profile == "robot" else set())
     for spec in ours:
         assert stack.config_class(spec) is CONFIGS[spec.key], spec.config
     files = stack.write_params_files(stack.check_nodes(nodes), tmp_path)
@@ -46,7 +49,7 @@ def test_every_parameter_is_a_config_field_and_the_files_load_back(profile, tmp_
     for spec in ours:
         params = _file_section(files[spec.key], spec.fqn)
         sim_time = params.pop("use_sim_time", None)  # t2a_sim publishes /clock: never set
-        assert sim_time is (None if spec.key == "t2a_sim" else profile == "sim"), spec.key
+        assert sim_time is (None if spec.key in sim_only else profile == "sim"), spec.key
         fields = {f.name: f for f in config_fields(CONFIGS[spec.key])}
         assert set(params) <= set(fields), f"{spec.key}: {set(params) - set(fields)}"
         # rclpy refuses an integer from a file for a double parameter: floats must be floats
@@ -55,7 +58,10 @@ def test_every_parameter_is_a_config_field_and_the_files_load_back(profile, tmp_
                 values = value if isinstance(value, list) else [value]
                 assert all(isinstance(v, float) for v in values), (spec.key, name, value)
         loaded[spec.key] = from_dict(CONFIGS[spec.key], params)
-    assert loaded["residual_controller"].control.mode == "residual"  # the description's default
+    ctl = loaded["residual_controller"]
+    assert ctl.control.mode == "open_loop"  # the description's one default
+    # the robot waits for /t2a/execute, refuses the sim's calibration, stows on exit
+    assert ctl.preview is ctl.require_calibration is ctl.stow_on_exit is (profile == "robot")
     # the package YAMLs reached the nodes whole, under the config field that holds them
     planner_yaml = stack.share_dir("t2a_planning") / "config/planner.yaml"
     assert loaded["planner"].planner == load_yaml(PlannerConfig, planner_yaml, "planner")

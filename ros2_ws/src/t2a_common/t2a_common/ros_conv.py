@@ -119,10 +119,14 @@ def matrix_to_transform_msg(T: np.ndarray) -> Transform:
 # --------------------------------------------------------------------------- joints
 
 
-def joint_positions(msg: JointState, names: tuple[str, ...] | list[str]) -> np.ndarray:
+def joint_positions(
+    msg: JointState, names: tuple[str, ...] | list[str], prefix: str | None = None
+) -> np.ndarray:
     """Positions of ``names`` (in that order) from a JointState that may hold more joints, in
-    any order. Raises ValueError naming the joints that are missing or have no position."""
-    return sensor_codec.select_joint_positions(msg.name, msg.position, names)
+    any order, with or without spot_ros2's frame prefix (``prefix``: see
+    :func:`t2a_common.core.sensor_codec.joint_name_index`). Raises ValueError naming the joints
+    that are missing or have no position."""
+    return sensor_codec.select_joint_positions(msg.name, msg.position, names, prefix)
 
 
 def joint_state_msg(

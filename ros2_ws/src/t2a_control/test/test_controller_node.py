@@ -155,7 +155,7 @@ def test_bosdyn_driver_streams_the_plan_to_the_robot_and_stop_holds_it(robot) ->
                           statuses[-1].message, 60.0), logs()  # fmt: skip
         plan.publish(ros_conv.ee_plan_to_msg(pull_plan(fk(READY))))
         assert spin_until(node, lambda: state() == "execute", 20.0), logs()
-        assert spot.lease_owner.startswith("t2a_bosdyn_driver")  # auto_power_on claimed it
+        assert spot.lease_owner.startswith("t2a_bosdyn_driver")  # auto_start claimed it
         # The plan reaches the robot as streamed joint trajectories and the hand pulls back.
         assert spin_until(node, lambda: fk(READY)[0, 3] - fk(spot.q)[0, 3] > 0.01, 10.0), logs()
         assert len(spot.accepted("arm_joint_move")) >= 5

@@ -1,4 +1,7 @@
-"""The sim node as a drop-in for realsense2_camera + spot_ros2, over DDS, in a child process."""
+"""The sim node (+ its state publisher) as a drop-in for realsense2_camera + spot_ros2, over
+DDS, in child processes: strict like the real driver (prefixed joint names from a separate node,
+nothing moves before claim/power_on/stand, single-point moves at the speed limits, blocking
+gripper services that stand first, estop)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ pytestmark = pytest.mark.sim
 
 ARGS = ["-m", "t2a_sim.nodes.sim_node", "--ros-args", "-p", "sim.width:=320",
         "-p", "sim.height:=240", "-p", "camera_rate_hz:=15.0"]  # fmt: skip
+STATE = ["-m", "t2a_sim.nodes.state_publisher"]
 
 
 def _call(node, client, request, timeout=15.0):
@@ -26,7 +30,7 @@ def _call(node, client, request, timeout=15.0):
 
 
 def test_sim_node_publishes_camera_and_obeys_spot_ros2_commands():
-    with ChildProcess(ARGS) as sim, ros_context() as ctx:
+    with ChildProcess(ARGS) as sim, ChildProcess(STATE), ros_context() as ctx:
         node = rclpy.create_node("sim_probe", context=ctx)
         latest: dict = {}
         for topic, typ in [
@@ -37,7 +41,8 @@ def test_sim_node_publishes_camera_and_obeys_spot_ros2_commands():
         ]:
             node.create_subscription(typ, topic, lambda m, t=topic: latest.__setitem__(t, m), 5)
         commands = node.create_publisher(JointState, "/spot/arm_joint_commands", 10)
-        trig = {n: node.create_client(Trigger, f"/spot/{n}") for n in ("claim", "power_on")}
+        names = ("claim", "power_on", "stand", "close_gripper", "estop/gentle")
+        trig = {n: node.create_client(Trigger, f"/spot/{n}") for n in names}
         reset = node.create_client(SimReset, "/t2a_sim/reset")
         status = node.create_client(SimEpisodeStatus, "/t2a_sim/episode_status")
         assert spin_until(node, lambda: len(latest) == 4, timeout=60.0), (
@@ -56,19 +61,31 @@ def test_sim_node_publishes_camera_and_obeys_spot_ros2_commands():
         d = ros_conv.depth_to_meters(depth)
         assert np.isfinite(d).mean() > 0.5 and 0.2 < np.nanmedian(d) < 3.0
 
+        # spot_ros2's names: <spot_name>/ + friendly name, legs included; bare names are absent.
+        names = list(latest["/spot/joint_states"].name)
+        assert {f"spot/{n}" for n in spot_arm.ALL_JOINT_NAMES} <= set(names), names
+        assert "spot/front_left_hip_x" in names and "arm_sh0" not in names
+        with pytest.raises(ValueError):
+            ros_conv.joint_positions(latest["/spot/joint_states"], spot_arm.ARM_JOINT_NAMES, "")
+
         def q_now():
-            return ros_conv.joint_positions(latest["/spot/joint_states"], spot_arm.ARM_JOINT_NAMES)
+            return ros_conv.joint_positions(
+                latest["/spot/joint_states"], spot_arm.ARM_JOINT_NAMES, "spot/"
+            )
 
         q0 = q_now()
         target = q0 + np.array([0.3, 0.0, 0.0, 0.0, 0.0, 0.0])
-        cmd = ros_conv.joint_state_msg(spot_arm.ARM_JOINT_NAMES, target)
-        # Like the real driver, nothing moves before the lease is claimed and motors are on.
-        commands.publish(cmd)
-        spin_until(node, lambda: False, timeout=1.0)
-        assert np.abs(q_now() - q0).max() < 0.02
+        cmd = ros_conv.joint_state_msg([f"spot/{n}" for n in spot_arm.ARM_JOINT_NAMES], target)
+        # Like the real driver, nothing moves before the lease, motor power and standing.
+        assert trig["stand"].wait_for_service(timeout_sec=10.0)
+        assert not _call(node, trig["stand"], Trigger.Request()).success  # no lease, no power
         for name in ("claim", "power_on"):
             assert trig[name].wait_for_service(timeout_sec=10.0)
             assert _call(node, trig[name], Trigger.Request()).success
+        commands.publish(cmd)
+        spin_until(node, lambda: False, timeout=1.0)
+        assert np.abs(q_now() - q0).max() < 0.02
+        assert _call(node, trig["stand"], Trigger.Request()).success
         # A command naming the wrong joints is rejected, not half-applied.
         commands.publish(ros_conv.joint_state_msg(spot_arm.ARM_JOINT_NAMES[:5], target[:5]))
         spin_until(node, lambda: False, timeout=0.5)
@@ -82,8 +99,28 @@ def test_sim_node_publishes_camera_and_obeys_spot_ros2_commands():
         assert spin_until(node, lambda: np.abs(q_now() - target).max() < 0.02, timeout=10.0), (
             f"arm at {q_now()}, commanded {target}"
         )
-        # The servo is speed limited (2 rad/s), not teleported: 0.3 rad takes > 0.1 s of sim time.
-        assert sim_time() - t0 > 0.1
+        # A single-point move at the default limits (1 rad/s, 5 rad/s^2): 0.3 rad takes ~0.5 s.
+        assert sim_time() - t0 > 0.4
+
+        # The gripper service stands first and blocks the driver's callback group: a joint
+        # command sent meanwhile waits for it.
+        q1 = q_now()
+        close = trig["close_gripper"].call_async(Trigger.Request())
+        spin_until(node, lambda: False, timeout=0.1)
+        commands.publish(
+            ros_conv.joint_state_msg(spot_arm.ARM_JOINT_NAMES, q1 - [0.3, 0, 0, 0, 0, 0])
+        )
+        assert spin_until(node, close.done, 15.0) and close.result().success
+        t_closed = sim_time()
+        assert spin_until(node, lambda: np.abs(q_now() - q1).max() > 0.05, timeout=10.0)
+        assert sim_time() >= t_closed - 0.05  # the bare-named command ran after the gripper
+
+        # estop: the arm holds still and commands are ignored until estop/release + power_on.
+        assert _call(node, trig["estop/gentle"], Trigger.Request()).success
+        q_stop = q_now()
+        commands.publish(cmd)
+        spin_until(node, lambda: False, timeout=1.0)
+        assert np.abs(q_now() - q_stop).max() < 0.02
 
         assert reset.wait_for_service(timeout_sec=10.0)
         bad = _call(node, reset, SimReset.Request(task="drawer_open", split="XX", seed=1))

@@ -123,14 +123,56 @@ def intrinsics_from_camera_info(
     )
 
 
+def joint_name_index(name: Sequence[str], wanted: Sequence[str], prefix: str | None = None) -> list:
+    """Index into a JointState's ``name`` of each joint in ``wanted`` (None where absent).
+
+    spot_ros2 publishes joint names with its frame prefix (``spot/arm_sh0`` for spot_name
+    ``spot``; upstream ``robot_state.cpp`` builds ``prefix + friendly name``), URDF tools and
+    t2a's own messages use bare names (``arm_sh0``). ``prefix`` (e.g. ``"spot/"``) accepts
+    ``prefix + joint`` and the bare name; ``None`` accepts the bare name or any single
+    ``<something>/`` prefix, and raises ValueError if two names in the message claim one joint.
+    """
+    exact = {n: i for i, n in enumerate(name)}
+    by_tail: dict[str, list[int]] = {}
+    if prefix is None:
+        for i, n in enumerate(name):
+            head, sep, tail = n.rpartition("/")
+            if sep and head and "/" not in head.strip("/"):
+                by_tail.setdefault(tail, []).append(i)
+    found = []
+    for w in wanted:
+        if prefix and prefix + w in exact:
+            found.append(exact[prefix + w])
+        elif w in exact:
+            found.append(exact[w])
+        elif prefix is None and w in by_tail:
+            hits = by_tail[w]
+            if len(hits) > 1:
+                raise ValueError(
+                    f"joint_states names joint {w!r} more than once with different prefixes "
+                    f"({[name[i] for i in hits]}); set the prefix (spot_name) to pick one"
+                )
+            found.append(hits[0])
+        else:
+            found.append(None)
+    return found
+
+
 def select_joint_positions(
-    name: Sequence[str], position: Sequence[float], wanted: Sequence[str]
+    name: Sequence[str],
+    position: Sequence[float],
+    wanted: Sequence[str],
+    prefix: str | None = None,
 ) -> np.ndarray:
-    """Positions of the joints ``wanted`` (in that order) from a JointState's ``name`` and
-    ``position``, which may hold more joints in any order. Raises ValueError naming the joints
-    that are missing or have no position."""
-    index = {n: i for i, n in enumerate(name)}
-    missing = [n for n in wanted if n not in index or index[n] >= len(position)]
+    """Positions of the joints ``wanted`` (bare names, in that order) from a JointState's
+    ``name`` and ``position``, which may hold more joints in any order and name them with a frame
+    prefix (see :func:`joint_name_index` for ``prefix``). Raises ValueError naming the joints that
+    are missing or have no position."""
+    index = joint_name_index(name, wanted, prefix)
+    missing = [w for w, i in zip(wanted, index) if i is None or i >= len(position)]
     if missing:
-        raise ValueError(f"joint_states lacks positions for {missing} (has {list(name)[:12]})")
-    return np.array([position[index[n]] for n in wanted], dtype=float)
+        want = f" (prefix {prefix!r} or none)" if prefix else ""
+        raise ValueError(
+            f"joint_states lacks positions for {missing}{want} (has {list(name)[:12]})"
+        )
+    return np.array([position[i] for i in index], dtype=float)

@@ -65,6 +65,34 @@ class ArmDriver(Protocol):
         """Fold the arm back onto the body."""
         ...
 
+    def release(self) -> tuple[bool, str]:
+        """Give the robot's lease back (the tablet can take over)."""
+        ...
+
+    def estop(self) -> tuple[bool, str]:
+        """Gentle e-stop: the robot settles, then cuts motor power; power_on is needed after."""
+        ...
+
+
+STARTUP: tuple[str, ...] = ("claim", "power_on", "stand", "unstow")
+"""The start-up sequence, :class:`ArmDriver` method names in order (spot_ros2: the Trigger
+services claim, power_on, stand, arm_unstow)."""
+
+SHUTDOWN: tuple[str, ...] = ("stow", "release")
+"""The shutdown sequence (spot_ros2: arm_stow, release)."""
+
+
+def run_sequence(driver: ArmDriver, steps: tuple[str, ...]) -> tuple[bool, str]:
+    """Call ``steps`` (method names of ``driver``) in order; stop at the first that fails.
+    Returns (success, what happened), e.g. ``(False, "stand failed: not powered")``."""
+    done = []
+    for step in steps:
+        ok, text = getattr(driver, step)()
+        if not ok:
+            return False, f"{step} failed: {text}" + (f" (after {', '.join(done)})" if done else "")
+        done.append(step)
+    return True, ", ".join(done)
+
 
 @runtime_checkable
 class LiveArmDriver(ArmDriver, Protocol):
@@ -120,7 +148,9 @@ class FakeArmDriver:
         self.object_opening = float(object_opening)
         self.time_s = float(time_s)
         self.claimed = self.powered = self.standing = self.unstowed = ready
+        self.estopped = False
         self.sent: list[np.ndarray] = []  # every accepted joint target, for tests
+        self.calls: list[str] = []  # start-up / shutdown / estop calls, in order, for tests
 
     # --- state and motion ------------------------------------------------------------------
 
@@ -146,7 +176,7 @@ class FakeArmDriver:
             raise ValueError(f"joint target must be 6 finite angles (rad), got {q!r}")
         if np.any(q < LOWER) or np.any(q > UPPER):
             raise ValueError(f"joint target {q.tolist()} is outside the joint limits")
-        if not (self.powered and self.standing and self.unstowed):
+        if not (self.claimed and self.powered and self.standing and self.unstowed):
             raise ValueError("joint target while the arm is not powered, standing and unstowed")
         self.q_target = q.copy()
         self.sent.append(q.copy())
@@ -174,11 +204,26 @@ class FakeArmDriver:
 
     def claim(self) -> tuple[bool, str]:
         """Take the lease."""
+        self.calls.append("claim")
         self.claimed = True
         return True, "claimed"
 
+    def release(self) -> tuple[bool, str]:
+        """Give the lease back; joint targets are refused after."""
+        self.calls.append("release")
+        self.claimed = False
+        return True, "released"
+
+    def estop(self) -> tuple[bool, str]:
+        """Hold where the arm is and cut power (gentle estop)."""
+        self.calls.append("estop")
+        self.q_target = self.q.copy()
+        self.estopped, self.powered = True, False
+        return True, "estopped"
+
     def power_on(self) -> tuple[bool, str]:
         """Power on; needs the lease."""
+        self.calls.append("power_on")
         if not self.claimed:
             return False, "claim the lease first"
         self.powered = True
@@ -186,6 +231,7 @@ class FakeArmDriver:
 
     def stand(self) -> tuple[bool, str]:
         """Stand; needs power."""
+        self.calls.append("stand")
         if not self.powered:
             return False, "power on first"
         self.standing = True
@@ -193,6 +239,7 @@ class FakeArmDriver:
 
     def unstow(self) -> tuple[bool, str]:
         """Move to the ready pose (through :meth:`step`); needs standing."""
+        self.calls.append("unstow")
         if not self.standing:
             return False, "stand first"
         self.unstowed = True
@@ -201,6 +248,7 @@ class FakeArmDriver:
 
     def stow(self) -> tuple[bool, str]:
         """Move to the stowed pose (through :meth:`step`); joint targets are refused after."""
+        self.calls.append("stow")
         if not self.standing:
             return False, "stand first"
         self.unstowed = False

@@ -502,6 +502,34 @@ class BosdynArmDriver:
 
         return self._run("stop", stop)
 
+    def release(self) -> tuple[bool, str]:
+        """Return the lease (the tablet or spot_ros2 can claim it); claim() takes it again."""
+
+        def release() -> str:
+            self._reset_stream()
+            if self._lease_keepalive is None:
+                return "no lease held"
+            keepalive, self._lease_keepalive = self._lease_keepalive, None
+            keepalive.shutdown()  # return_at_exit: gives the lease back
+            return "lease returned"
+
+        return self._run("release", release)
+
+    def estop(self) -> tuple[bool, str]:
+        """Gentle estop: with an estop endpoint held here (estop='register') settle then cut
+        power; otherwise a safe power off (the holder of the external estop can still cut)."""
+
+        def estop() -> str:
+            self._reset_stream()
+            if self._estop_keepalive is not None:
+                self._estop_keepalive.settle_then_cut()
+                return "estop: settle then cut"
+            self._need_lease()
+            self.robot.power_off(cut_immediately=False, timeout_sec=self.cfg.power_timeout_s)
+            return "safe power off (no estop endpoint held here)"
+
+        return self._run("estop", estop)
+
     def send_joint_targets(self, q: np.ndarray) -> tuple[bool, str]:
         """Stream an arm joint target (6,) rad as the next trajectory segment.
 
@@ -560,6 +588,8 @@ class BosdynArmDriver:
             "arm_unstow": self.unstow,
             "arm_stow": self.stow,
             "stop": self.stop,
+            "release": self.release,
+            "estop/gentle": self.estop,
             "open_gripper": self.open_gripper,
             "close_gripper": self.close_gripper,
         }

@@ -1,7 +1,14 @@
 """ArmDriver over the spot_ros2 driver's topics and Trigger services (t2a_sim serves the same).
 
 Joint goals are streamed on ``arm_joint_commands`` (not through the ``robot_command`` action,
-which stops the arm on every preemption); gripper and power calls are Trigger services.
+which stops the arm on every preemption); gripper, power, lease and estop calls are Trigger
+services. spot_ros2 turns each ``arm_joint_commands`` message into one single-point joint move
+at the robot's default speed limits, so a target is not reached within a tick; the gripper
+services power on and stand first and block the driver's one callback group meanwhile (joint
+commands queue behind them). ``joint_states`` come from spot_ros2's ``state_publisher_node``
+with the frame prefix (``spot/arm_sh0``); this driver accepts prefixed and bare names and sends
+prefixed ones. The interface facts are listed in ``docs/spot_ros2_contract.md``.
+
 Service calls wait on their own reentrant callback group, so the node must spin a
 MultiThreadedExecutor for a call made from another callback to complete.
 """
@@ -17,22 +24,37 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
+from t2a_common.core import sensor_codec
 from t2a_common.core.spot_arm import ARM_JOINT_NAMES, GRIPPER_JOINT, gripper_opening
 
-TRIGGERS = ("claim", "power_on", "stand", "arm_unstow", "arm_stow", "open_gripper",
-            "close_gripper", "stop")  # fmt: skip
+TRIGGERS = ("claim", "release", "power_on", "stand", "arm_unstow", "arm_stow", "open_gripper",
+            "close_gripper", "stop", "estop/gentle", "estop/hard", "estop/release")  # fmt: skip
+STARTUP = ("claim", "power_on", "stand", "arm_unstow")
+"""The start-up sequence, in order (each a spot_ros2 Trigger service)."""
+SHUTDOWN = ("arm_stow", "release")
+"""The shutdown sequence, in order."""
 
 
 class SpotRos2Driver:
     """The :class:`t2a_control.core.driver.LiveArmDriver` protocol on ``/<spot_name>/...``.
 
     ``received_s`` is the node's clock (ROS time; sim time under ``use_sim_time``) when the
-    last ``joint_states`` arrived.
+    last ``joint_states`` arrived. ``frame_prefix`` is spot_ros2's (``None``: its default,
+    ``<spot_name>/``; ``""`` without one); bare names are accepted either way. Start-up and
+    gripper calls may take ``call_timeout_s`` (stand and unstow block on the robot, ~10 s).
     """
 
-    def __init__(self, node: Node, spot_name: str = "spot", call_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        node: Node,
+        spot_name: str = "spot",
+        call_timeout_s: float = 20.0,
+        frame_prefix: str | None = None,
+    ) -> None:
         self.node = node
         self.call_timeout_s = call_timeout_s
+        self.prefix = f"{spot_name}/" if frame_prefix is None else frame_prefix
+        self._names = [self.prefix + n for n in ARM_JOINT_NAMES]
         self._group = ReentrantCallbackGroup()
         ns = f"/{spot_name}"
         self._pub = node.create_publisher(JointState, f"{ns}/arm_joint_commands", 10)
@@ -48,13 +70,12 @@ class SpotRos2Driver:
 
     def _on_joints(self, msg: JointState) -> None:
         try:
-            q = ros_conv.joint_positions(msg, ARM_JOINT_NAMES)
+            q = ros_conv.joint_positions(msg, ARM_JOINT_NAMES, self.prefix)
         except ValueError as exc:
             self.node.get_logger().error(str(exc), throttle_duration_sec=5.0)
             return
-        names = list(msg.name)
-        finger = GRIPPER_JOINT.name
-        f1x = msg.position[names.index(finger)] if finger in names else GRIPPER_JOINT.lower
+        (i,) = sensor_codec.joint_name_index(msg.name, [GRIPPER_JOINT.name], self.prefix)
+        f1x = msg.position[i] if i is not None and i < len(msg.position) else GRIPPER_JOINT.lower
         self._state = (q, gripper_opening(f1x), ros_conv.stamp_to_sec(msg.header.stamp))
         self.received_s = self.node.get_clock().now().nanoseconds * 1e-9
 
@@ -71,7 +92,7 @@ class SpotRos2Driver:
         """Nothing to release: the publisher and clients go with the node."""
 
     def send_joint_targets(self, q: np.ndarray) -> None:
-        self._pub.publish(ros_conv.joint_state_msg(ARM_JOINT_NAMES, q))
+        self._pub.publish(ros_conv.joint_state_msg(self._names, q))
 
     def _call(self, name: str) -> tuple[bool, str]:
         client = self._clients[name]
@@ -119,3 +140,10 @@ class SpotRos2Driver:
 
     def stow(self) -> tuple[bool, str]:
         return self._call("arm_stow")
+
+    def release(self) -> tuple[bool, str]:
+        return self._call("release")
+
+    def estop(self) -> tuple[bool, str]:
+        """spot_ros2's gentle estop (``estop/gentle``: the robot settles, then cuts power)."""
+        return self._call("estop/gentle")

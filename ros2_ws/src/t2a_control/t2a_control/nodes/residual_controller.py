@@ -3,7 +3,12 @@
 Every tick: latest joint states, colour image and plan -> ``Controller.tick`` (policy correction,
 safety filter, IK, watchdog, state machine) -> joint goals streamed to the arm driver, gripper
 calls when the wanted state changes, ``ee_goal`` and ``status`` published. ``/t2a/stop`` holds
-the arm and drops the plan.
+the arm and drops the plan (an estop if the driver cannot stop); ``/t2a/estop`` drops the plan and
+e-stops the robot (spot_ros2 ``estop/gentle``). With ``auto_start`` the start-up sequence (claim,
+power_on, stand, arm_unstow) runs when the node starts, and with ``stow_on_exit`` the shutdown
+sequence (arm_stow, release) when it stops. In ``preview`` mode (the robot profile's default) a
+plan is only shown until the operator calls ``/t2a/execute``; ``require_calibration`` refuses to
+execute while T_body_cam is still the simulator's camera pose.
 
 The arm backend is the ``driver`` parameter: ``spot_ros2`` (the default: the spot_ros2 driver's
 topics and Trigger services, which t2a_sim serves too) or ``bosdyn`` (straight to the robot with
@@ -33,7 +38,7 @@ from t2a_common.core.geometry import SIM_CAMERA_QUAT, SIM_CAMERA_XYZ, pose_to_ma
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
 from t2a_control.core.controller import Command, Controller, ControllerConfig, Observation
-from t2a_control.core.driver import LiveArmDriver
+from t2a_control.core.driver import SHUTDOWN, STARTUP, LiveArmDriver, run_sequence
 from t2a_control.drivers.spot_ros2 import SpotRos2Driver
 from t2a_msgs.msg import ControlStatus, Plan, PointTracks
 
@@ -96,8 +101,15 @@ class ResidualControllerNodeConfig:
         "policy directory (config.json + model.safetensors) for modes residual / absolute; '' = "
         f"the shipped residual policy (<share>/{DEFAULT_POLICY}; mode residual only)",
     )
-    auto_power_on: bool = param(
-        True, "claim the lease and power on (if needed) when the first executable plan arrives"
+    auto_start: bool = param(
+        True, "run the start-up sequence (claim, power_on, stand, arm_unstow) when the node starts"
+    )
+    stow_on_exit: bool = param(False, "run the shutdown sequence (arm_stow, release) on exit")
+    preview: bool = param(
+        False, "show plans (tracks, plan, rviz) but move only after /t2a/execute (robot default)"
+    )
+    require_calibration: bool = param(
+        False, "refuse to execute while camera_xyz/camera_quat_xyzw are t2a_sim's (robot: true)"
     )
     control: ControllerConfig = nested(ControllerConfig, "the control loop")
 
@@ -120,6 +132,17 @@ class ResidualControllerNodeConfig:
     @property
     def T_body_cam(self) -> np.ndarray:
         return pose_to_matrix(self.camera_xyz, self.camera_quat_xyzw)
+
+    @property
+    def uncalibrated(self) -> str:
+        """Why execution is refused for want of a calibration ('' = it is not)."""
+        sim = pose_to_matrix(SIM_CAMERA_XYZ, SIM_CAMERA_QUAT)
+        if self.require_calibration and np.allclose(self.T_body_cam, sim, atol=1e-6):
+            return (
+                "T_body_cam (camera_xyz, camera_quat_xyzw) is still t2a_sim's camera pose: "
+                "calibrate the RealSense on the robot and pass its pose (docs/robot.md)"
+            )
+        return ""
 
 
 def resolve_policy_checkpoint(path: str) -> Path:
@@ -169,7 +192,9 @@ class ResidualControllerNode(Node):
         self._tracks = None
         self._plan_id: str | None = None
         self._gripper_open: bool | None = None
-        self._powered = False
+        self._pending = None  # preview: the plan waiting for /t2a/execute
+        self._started = threading.Event()  # the start-up sequence is done
+        self._startup_note = "start-up sequence not run (auto_start false)"
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
         # The camera has a group of its own: the plan (lease and power-on) and stop callbacks
         # wait on the driver for seconds, and the watchdog must keep seeing every frame.
@@ -182,7 +207,12 @@ class ResidualControllerNode(Node):
         self.create_subscription(Image, "goal_image", self._on_goal, latched, callback_group=inputs)
         self._pub_goal = self.create_publisher(PoseStamped, "ee_goal", 10)
         self._pub_status = self.create_publisher(ControlStatus, "status", 10)
-        self.create_service(Trigger, "stop", self._on_stop, callback_group=inputs)
+        # The operator's services have a group of their own: a plan may wait for the start-up
+        # sequence, and a stop must never wait behind it.
+        operator = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "stop", self._on_stop, callback_group=operator)
+        self.create_service(Trigger, "estop", self._on_estop, callback_group=operator)
+        self.create_service(Trigger, "execute", self._on_execute, callback_group=operator)
         self.create_timer(
             cfg.control.period_s, self._on_tick, callback_group=MutuallyExclusiveCallbackGroup()
         )
@@ -190,7 +220,25 @@ class ResidualControllerNode(Node):
         arm = f"/{cfg.spot_name}" if cfg.driver == "spot_ros2" else f"bosdyn {self._robot}"
         self.get_logger().info(
             f"{cfg.control.mode} control at {cfg.control.rate_hz:g} Hz, arm {arm}"
+            + (", preview: plans wait for /t2a/execute" if cfg.preview else "")
         )
+        if cfg.uncalibrated:
+            self.get_logger().warn(f"execution refused until calibrated: {cfg.uncalibrated}")
+        if cfg.auto_start:
+            self._startup_note = "start-up sequence running (claim, power_on, stand, arm_unstow)"
+            threading.Thread(target=self._start_up, name="t2a-startup", daemon=True).start()
+        else:
+            self._started.set()
+
+    def _start_up(self) -> None:
+        """The start-up sequence, off the executor threads (each call blocks for seconds)."""
+        ok, text = run_sequence(self.driver, STARTUP)
+        self._startup_note = f"start-up: {text}"
+        if ok:
+            self._started.set()
+            self.get_logger().info(f"robot ready ({text})")
+        else:
+            self.get_logger().error(f"start-up sequence failed: {text}; plans are refused")
 
     def _make_driver(self) -> LiveArmDriver:
         """The ``driver`` backend; ValueError (the node does not start) saying what is wrong."""
@@ -237,9 +285,29 @@ class ResidualControllerNode(Node):
     def destroy_node(self) -> None:
         """Release the driver (the bosdyn backend returns the lease) before the node goes."""
         driver = getattr(self, "driver", None)
+        if driver is not None and self.cfg.stow_on_exit and self._started.is_set():
+            self._shut_down()
         if driver is not None:
             driver.close()
         super().destroy_node()
+
+    def _shut_down(self) -> None:
+        """The shutdown sequence (stow, release); the node's executor has stopped, so the
+        driver's service answers are spun here."""
+        from rclpy.executors import SingleThreadedExecutor
+
+        executor = SingleThreadedExecutor(context=self.context)
+        try:
+            executor.add_node(self)
+            spinner = threading.Thread(target=executor.spin, daemon=True)
+            spinner.start()
+            ok, text = run_sequence(self.driver, SHUTDOWN)
+            log = self.get_logger().info if ok else self.get_logger().error
+            log(f"shutdown sequence: {text}")
+        except Exception as exc:  # the context may be gone already (external shutdown)
+            self.get_logger().error(f"shutdown sequence not run: {exc}")
+        finally:
+            executor.shutdown(timeout_sec=1.0)
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
@@ -274,24 +342,69 @@ class ResidualControllerNode(Node):
         except ValueError as exc:
             self.get_logger().error(f"plan {msg.goal_id} ignored: {exc}")
             return
-        if plan.ok and self.cfg.auto_power_on and not self._powered:
-            for step in (self.driver.claim, self.driver.power_on):
-                ok, text = step()
-                if not ok:
-                    self.get_logger().error(f"cannot start: {text}")
-                    return
-            self._powered = True
+        if plan.ok and self.cfg.preview:
+            with self._lock:
+                self._pending = plan
+            self.get_logger().info(f"plan {plan.goal_id} ready: call /t2a/execute to run it")
+            return
+        if plan.ok:
+            why = self._cannot_execute()
+            if why:
+                self.get_logger().error(f"plan {plan.goal_id} not executed: {why}")
+                return
         with self._lock:
             self.controller.set_plan(plan)
         self.get_logger().info(f"plan {plan.goal_id}: {'executing' if plan.ok else plan.message}")
 
+    def _cannot_execute(self, wait_s: float = 30.0) -> str:
+        """Why a plan cannot be executed now ('' = it can); waits for a running start-up."""
+        if self.cfg.uncalibrated:
+            return self.cfg.uncalibrated
+        if not self._started.wait(wait_s):
+            return self._startup_note
+        return ""
+
+    def _on_execute(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            plan = self._pending
+        if plan is None:
+            res.success, res.message = False, "no plan waiting (preview off, or none arrived yet)"
+            return res
+        why = self._cannot_execute(wait_s=0.0)
+        if why:
+            res.success, res.message = False, why
+            return res
+        with self._lock:
+            if self._pending is not plan:  # a stop or a newer plan came meanwhile
+                res.success, res.message = False, "the plan was dropped or replaced; try again"
+                return res
+            self._pending = None
+            self.controller.set_plan(plan)
+        res.success, res.message = True, f"executing plan {plan.goal_id}"
+        self.get_logger().info(res.message)
+        return res
+
     def _on_stop(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
         with self._lock:  # no tick's command can follow the driver's stop
             self.controller.stop()
+            self._pending = None
             ok, text = self.driver.stop()
-        res.success, res.message = True, f"holding; plan dropped (driver: {text})"
-        if not ok:
-            self.get_logger().warn(f"driver stop: {text}")
+            if not ok:  # the e-stop path: the arm must not keep moving
+                self.get_logger().error(f"driver stop failed ({text}): estop")
+                ok, text = self.driver.estop()
+                text = f"stop failed, estop: {text}"
+        res.success, res.message = ok, f"holding; plan dropped (driver: {text})"
+        return res
+
+    def _on_estop(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self.controller.stop()
+            self._pending = None
+            ok, text = self.driver.estop()
+        self._started.clear()  # power is cut: the start-up sequence is needed again
+        self._startup_note = "estopped: restart the node (or run the start-up) to move again"
+        res.success, res.message = ok, f"plan dropped; {text}"
+        self.get_logger().warn(f"/t2a/estop: {text}")
         return res
 
     # ------------------------------------------------------------------ the loop
@@ -317,7 +430,14 @@ class ResidualControllerNode(Node):
     def _tick(self) -> None:
         now = self._now()
         if not self.driver.has_state():
-            self._publish_status(None, f"waiting for /{self.cfg.spot_name}/joint_states")
+            self._publish_status(
+                None,
+                f"waiting for /{self.cfg.spot_name}/joint_states (from spot_ros2's "
+                "state_publisher_node, which the spot_ros2 executable does not start)",
+            )
+            return
+        if not self._started.is_set():
+            self._publish_status(None, self._startup_note)
             return
         q, gripper, _ = self.driver.joint_positions()
         image = None
@@ -371,6 +491,10 @@ class ResidualControllerNode(Node):
                 -1,
                 note,
             )
+        elif cmd.state == "idle" and self._pending is not None:
+            msg.state, msg.state_name, msg.step = cmd.state_code, cmd.state, -1
+            msg.goal_id = self._pending.goal_id
+            msg.message = f"preview: plan {self._pending.goal_id} waits for /t2a/execute"
         else:
             msg.state, msg.state_name = cmd.state_code, cmd.state
             msg.goal_id, msg.step, msg.num_steps = cmd.goal_id, cmd.step, cmd.num_steps
@@ -383,9 +507,10 @@ class ResidualControllerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # The tick, the camera, the plan/stop group and the driver's service answers: a thread each,
-    # so a stop waiting on the driver's answer never starves the thread that delivers it.
-    return run_node(ResidualControllerNode, args, threads=4)
+    # The tick, the camera, the plan group, the operator's services and the driver's service
+    # answers: a thread each, so a stop waiting on the driver's answer never starves the thread
+    # that delivers it.
+    return run_node(ResidualControllerNode, args, threads=5)
 
 
 if __name__ == "__main__":

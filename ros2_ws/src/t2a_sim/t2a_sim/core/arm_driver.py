@@ -72,3 +72,12 @@ class SimArmDriver:
 
     def stow(self) -> tuple[bool, str]:
         return self._do(lambda: self.env.set_arm_targets(spot_arm.STOW), "stowed")
+
+    def release(self) -> tuple[bool, str]:
+        self._claimed = False
+        return True, "lease released"
+
+    def estop(self) -> tuple[bool, str]:
+        self.env.set_arm_targets(self.env.joint_positions()[:6])
+        self._powered = False
+        return True, "estopped: holding, motors off"

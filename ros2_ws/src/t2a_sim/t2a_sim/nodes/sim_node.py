@@ -1,20 +1,39 @@
-"""``t2a_sim``: the MuJoCo test bed as a drop-in for realsense2_camera and the spot_ros2 arm.
+"""``t2a_sim``: the MuJoCo test bed as a drop-in for realsense2_camera and the spot_ros2 driver.
 
 Publishes what realsense2_camera publishes (``align_depth.enable=true``) and serves the spot_ros2
-subset the stack uses, with the same names, types, encodings and frames, so the control node cannot
-tell the sim from the robot. Episode services (``/t2a_sim/reset``, ``/t2a_sim/episode_status``)
-are the sim's own. Sim time follows the wall clock scaled by ``real_time_factor``; ``/clock`` is
-published so nodes started with ``use_sim_time:=true`` follow it when it runs faster or slower.
+subset the stack uses, with the same names, types, QoS, encodings and frames, so the control node
+cannot tell the sim from the robot. It mirrors the driver strictly (the facts and their upstream
+sources: ``docs/spot_ros2_contract.md``):
+
+- like the ``spot_ros2`` executable it publishes no ``joint_states``: it publishes the raw robot
+  state on ``/t2a_sim/robot_state`` and ``t2a_sim_state_publisher`` (spot_ros2's
+  ``state_publisher_node``) turns it into ``/<spot_name>/joint_states`` with prefixed names;
+- each ``arm_joint_commands`` message (6 joints matched by name, prefixed or not) becomes one
+  single-point joint move from where the arm is, at the default speed limits
+  (``joint_move_max_velocity`` / ``_acceleration``): a target is not reached within a tick;
+- arm motion needs the lease, motor power and standing; ``open_gripper``, ``close_gripper``,
+  ``arm_stow`` and ``arm_unstow`` first power on and stand (blocking, like spot_wrapper's
+  ``ensure_arm_power_and_stand``) and then wait for the motion, and every driver callback shares
+  one mutually exclusive callback group, so joint commands queue behind a blocking service;
+- ``stop``, ``release``, ``estop/gentle``, ``estop/hard``, ``estop/release`` as Trigger services.
+
+Episode services (``/t2a_sim/reset``, ``/t2a_sim/episode_status``) are the sim's own. Sim time
+follows the wall clock scaled by ``real_time_factor``; ``/clock`` is published so nodes started
+with ``use_sim_time:=true`` follow it when it runs faster or slower.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 
 import numpy as np
+import rclpy
 from geometry_msgs.msg import Point, PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -25,14 +44,63 @@ from visualization_msgs.msg import Marker, MarkerArray
 from t2a_common import ros_conv
 from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.config import check, nested, param
-from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
 from t2a_msgs.srv import SimEpisodeStatus, SimReset
 from t2a_sim.core import tasks
 from t2a_sim.core.config import SimConfig
 from t2a_sim.core.env import RealtimeClock, SimEnv
+from t2a_sim.nodes.state_publisher import RAW_STATE_TOPIC
 
 OPTICAL_FRAME = "camera_color_optical_frame"
+
+# The robot API's joint names, in t2a's joint order (spot_arm.ALL_JOINT_NAMES), and the legs
+# (standing, fixed: the sim body does not move).
+ROBOT_ARM_JOINTS = tuple(f"arm0.{n.removeprefix('arm_')}" for n in spot_arm.ALL_JOINT_NAMES)
+ROBOT_LEG_JOINTS = tuple(
+    f"{leg}.{j}" for leg in ("fl", "fr", "hl", "hr") for j in ("hx", "hy", "kn")
+)
+LEG_STANDING = np.tile([0.0, 0.8, -1.6], 4)  # (12,) rad
+# spot_ros2 matches arm_joint_commands names by substring (spot_ros2.py arm_joint_cmd_callback).
+COMMAND_KEYS = tuple(n.removeprefix("arm_") for n in spot_arm.ARM_JOINT_NAMES)
+
+
+def single_point_move_duration(dq: np.ndarray, v_max: float, a_max: float) -> float:
+    """Duration (s) of a minimum-time single-point joint move by ``dq`` (6,) rad: the joint
+    furthest from its goal accelerates at ``a_max``, coasts at ``v_max`` and decelerates; the
+    others are slowed so that all arrive together at rest (bosdyn ArmJointTrajectory docs)."""
+    d = float(np.max(np.abs(dq)))
+    if d <= v_max**2 / a_max:  # triangular: never reaches v_max
+        return 2.0 * np.sqrt(d / a_max)
+    return d / v_max + v_max / a_max
+
+
+def single_point_move_fraction(t: float, duration: float, v_max: float, a_max: float) -> float:
+    """Fraction in [0, 1] of the leading joint's path covered ``t`` s into the move."""
+    if duration <= 0.0 or t >= duration:
+        return 1.0
+    if t <= 0.0:
+        return 0.0
+    t_acc = min(duration / 2.0, v_max / a_max)
+    v_peak = a_max * t_acc
+    d_total = v_peak * (duration - t_acc)  # area of the trapezoid (or triangle)
+    if t < t_acc:
+        d = 0.5 * a_max * t * t
+    elif t <= duration - t_acc:
+        d = 0.5 * a_max * t_acc**2 + v_peak * (t - t_acc)
+    else:
+        left = duration - t
+        d = d_total - 0.5 * a_max * left * left
+    return float(np.clip(d / d_total, 0.0, 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Move:
+    """A single-point joint move in progress (sim time)."""
+
+    t0: float  # s
+    q0: np.ndarray  # (6,) rad where it started
+    q1: np.ndarray  # (6,) rad goal
+    duration: float  # s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +121,28 @@ class SimNodeConfig:
     task: str = param("drawer_open", "task of the first episode (t2a_sim.core.tasks.TASKS)")
     split: str = param("MG", "split of the first episode: MG, G, CG or TG")
     seed: int = param(0, "seed of the first episode")
-    require_power: bool = param(
-        True, "arm commands need claim + power_on first, like the spot_ros2 driver"
+    strict: bool = param(
+        True,
+        "mirror spot_ros2 strictly (lease, power, stand; single-point moves at the speed limits; "
+        "blocking gripper/stow services); false: targets apply at once (debugging only)",
+    )
+    joint_move_max_velocity: float = param(
+        1.0,
+        "rad/s, the speed cap of a single-point arm_joint_commands move (the robot's default is "
+        "not published; measure it: docs/robot.md)",
+    )
+    joint_move_max_acceleration: float = param(
+        5.0, "rad/s^2, the acceleration cap of a single-point move (robot default, assumed)"
+    )
+    stand_duration_s: float = param(1.5, "how long stand blocks when the robot sits (s, sim time)")
+    gripper_duration_s: float = param(
+        1.0, "how long open_gripper/close_gripper block after power and stand (s, sim time)"
     )
     sim: SimConfig = nested(SimConfig, "physics, camera and grasping")
 
     def __post_init__(self) -> None:
-        for name in ("camera_rate_hz", "joint_state_rate_hz", "physics_sync_hz"):
+        for name in ("camera_rate_hz", "joint_state_rate_hz", "physics_sync_hz",
+                     "joint_move_max_velocity", "joint_move_max_acceleration"):  # fmt: skip
             check(getattr(self, name) > 0, f"{name} must be > 0 Hz, got {getattr(self, name)}")
         check(
             self.arm_marker_rate_hz >= 0,
@@ -69,6 +152,8 @@ class SimNodeConfig:
             self.real_time_factor > 0, f"real_time_factor must be > 0, got {self.real_time_factor}"
         )
         check(self.depth_scale > 0, f"depth_scale must be > 0 m, got {self.depth_scale}")
+        for name in ("stand_duration_s", "gripper_duration_s"):
+            check(getattr(self, name) >= 0, f"{name} must be >= 0 s, got {getattr(self, name)}")
         check(
             self.task in tasks.TASKS,
             f"task {self.task!r} unknown, expected one of {list(tasks.TASKS)}",
@@ -84,13 +169,14 @@ class SimNode(Node):
         super().__init__("t2a_sim", **kwargs)
         cfg = self.cfg = declare_config(self, SimNodeConfig)
         self.env = SimEnv(cfg.sim)
-        self._env_lock = threading.Lock()  # the env is touched only under it
+        self._env_lock = threading.Lock()  # the env and the robot flags are touched only under it
         self.env.reset(cfg.task, cfg.split, cfg.seed)
         self._rt = RealtimeClock(self.env, rate=cfg.real_time_factor)
         self._next_camera = 0.0
         self._next_joints = 0.0
         self._next_arm_markers = 0.0
-        self._claimed = self._powered = False
+        self._claimed = self._powered = self._standing = self._estopped = False
+        self._move: _Move | None = None
         self.frames_published = 0
 
         cam = f"/{cfg.camera_namespace}/{cfg.camera_name}"
@@ -101,29 +187,49 @@ class SimNode(Node):
         self._pub_depth_info = self.create_publisher(
             CameraInfo, f"{cam}/aligned_depth_to_color/camera_info", 5
         )
-        self._pub_joints = self.create_publisher(JointState, f"{spot}/joint_states", 10)
+        self._pub_state = self.create_publisher(JointState, RAW_STATE_TOPIC, 10)
         self._pub_clock = self.create_publisher(Clock, "/clock", 10)
         self._pub_arm = self.create_publisher(MarkerArray, "/t2a_sim/arm_markers", 2)
-        self.create_subscription(JointState, f"{spot}/arm_joint_commands", self._on_joints, 10)
-        self.create_subscription(PoseStamped, f"{spot}/arm_pose_commands", self._on_pose, 10)
+        # The driver stand-in is a node of its own (named as spot_ros2's) spun by one thread
+        # (main()): like spot_ros2's one MutuallyExclusiveCallbackGroup, a blocking service
+        # holds the joint commands back, while physics and rendering (EGL is bound to one
+        # thread) keep running on the main thread.
+        # Not renamed by the process's __node/__ns remaps (those name the sim node).
+        self.driver_node = Node(
+            "spot_ros2", namespace=spot, context=self.context, use_global_arguments=False
+        )
+        driver = MutuallyExclusiveCallbackGroup()
+        dn = self.driver_node
+        dn.create_subscription(JointState, f"{spot}/arm_joint_commands", self._on_joints, 100,
+                               callback_group=driver)  # fmt: skip
+        dn.create_subscription(PoseStamped, f"{spot}/arm_pose_commands", self._on_pose, 100,
+                               callback_group=driver)  # fmt: skip
         for name, handler in {
             "claim": self._claim,
+            "release": self._release,
             "power_on": self._power_on,
-            "stand": lambda: (True, "standing (the sim body is static)"),
-            "arm_unstow": lambda: self._move_arm(spot_arm.READY, "unstowed to the ready pose"),
-            "arm_stow": lambda: self._move_arm(spot_arm.STOW, "stowed"),
+            "stand": self._stand,
+            # The sim's ready pose is the episode's start pose (sim.start_q): unstowing after a
+            # reset leaves the scene as the episode (and its goal image) expects it.
+            "arm_unstow": lambda: self._named_pose(np.asarray(cfg.sim.start_q), "unstowed"),
+            "arm_stow": lambda: self._named_pose(spot_arm.STOW, "stowed"),
             "open_gripper": lambda: self._gripper(True),
             "close_gripper": lambda: self._gripper(False),
             "stop": self._stop,
+            "estop/gentle": lambda: self._estop("gentle"),
+            "estop/hard": lambda: self._estop("hard"),
+            "estop/release": self._estop_release,
         }.items():
-            self.create_service(Trigger, f"{spot}/{name}", self._trigger(name, handler))
+            dn.create_service(Trigger, f"{spot}/{name}", self._trigger(name, handler),
+                              callback_group=driver)  # fmt: skip
         self.create_service(SimReset, "/t2a_sim/reset", self._on_reset)
         self.create_service(SimEpisodeStatus, "/t2a_sim/episode_status", self._on_status)
         self.create_timer(1.0 / cfg.physics_sync_hz, self._on_tick)
         self.get_logger().info(
             f"sim ready: {self._episode_text()}, camera {cfg.sim.width}x{cfg.sim.height} at "
-            f"{cfg.camera_rate_hz:g} Hz on {cam}, arm under {spot}, "
-            f"real_time_factor {cfg.real_time_factor:g}"
+            f"{cfg.camera_rate_hz:g} Hz on {cam}, arm under {spot} "
+            f"({'strict' if cfg.strict else 'lenient'} spot_ros2 stand-in; joint_states come "
+            f"from t2a_sim_state_publisher), real_time_factor {cfg.real_time_factor:g}"
         )
 
     # ------------------------------------------------------------------ time and sensors
@@ -132,11 +238,12 @@ class SimNode(Node):
         with self._env_lock:
             self._rt.sync(time.monotonic())
             t = self.env.time
+            self._advance_move(t)
             stamp = ros_conv.sec_to_stamp(t)
             self._pub_clock.publish(Clock(clock=stamp))
             if t >= self._next_joints:
                 self._next_joints = t + 1.0 / self.cfg.joint_state_rate_hz
-                self._publish_joints(stamp)
+                self._publish_robot_state(stamp)
             if self.cfg.arm_marker_rate_hz > 0 and t >= self._next_arm_markers:
                 self._next_arm_markers = t + 1.0 / self.cfg.arm_marker_rate_hz
                 arm_q = self.env.joint_positions()[:6]
@@ -148,13 +255,14 @@ class SimNode(Node):
         if frame is not None:  # convert and publish outside the lock: commands keep flowing
             self._publish_camera(*frame, stamp)
 
-    def _publish_joints(self, stamp) -> None:
-        self._pub_joints.publish(
+    def _publish_robot_state(self, stamp) -> None:
+        """The robot's kinematic state with the API's joint names (the state publisher renames)."""
+        self._pub_state.publish(
             ros_conv.joint_state_msg(
-                spot_arm.ALL_JOINT_NAMES,
-                self.env.joint_positions(),
-                self.env.joint_velocities(),
-                self.env.joint_efforts(),
+                (*ROBOT_LEG_JOINTS, *ROBOT_ARM_JOINTS),
+                np.concatenate([LEG_STANDING, self.env.joint_positions()]),
+                np.concatenate([np.zeros(12), self.env.joint_velocities()]),
+                np.concatenate([np.zeros(12), self.env.joint_efforts()]),
                 stamp,
             )
         )
@@ -170,41 +278,96 @@ class SimNode(Node):
         self._pub_depth_info.publish(info)
         self.frames_published += 1
 
+    # ------------------------------------------------------------------ arm motion
+    def _start_move(self, q1: np.ndarray) -> float:
+        """Begin a single-point joint move to ``q1`` (6,) rad from where the arm is (under the
+        env lock); returns its duration (s)."""
+        q1 = np.clip(np.asarray(q1, float), spot_arm.LOWER, spot_arm.UPPER)
+        if not self.cfg.strict:
+            self._move = None
+            self.env.set_arm_targets(q1)
+            return 0.0
+        q0 = self.env.joint_positions()[:6]
+        cfg = self.cfg
+        duration = single_point_move_duration(
+            q1 - q0, cfg.joint_move_max_velocity, cfg.joint_move_max_acceleration
+        )
+        self._move = _Move(self.env.time, q0, q1, duration)
+        self._advance_move(self.env.time)
+        return duration
+
+    def _advance_move(self, t: float) -> None:
+        move = self._move
+        if move is None:
+            return
+        cfg = self.cfg
+        s = single_point_move_fraction(
+            t - move.t0, move.duration, cfg.joint_move_max_velocity, cfg.joint_move_max_acceleration
+        )
+        self.env.set_arm_targets(move.q0 + s * (move.q1 - move.q0))
+        if s >= 1.0:
+            self._move = None
+
+    def _hold(self) -> None:
+        """Stop any move and hold the measured joints (under the env lock)."""
+        self._move = None
+        self.env.set_arm_targets(self.env.joint_positions()[:6])
+
+    def _wait_sim(self, seconds: float) -> None:
+        """Block this (driver group) thread for ``seconds`` of sim time; physics keeps running."""
+        with self._env_lock:
+            until = self.env.time + seconds
+        while True:
+            with self._env_lock:
+                if self.env.time >= until:
+                    return
+            time.sleep(0.005)
+
     # ------------------------------------------------------------------ arm commands
-    def _armed(self, what: str) -> bool:
-        if self.cfg.require_power and not (self._claimed and self._powered):
-            self.get_logger().warn(
-                f"ignoring {what}: call claim and power_on first",
-                throttle_duration_sec=2.0,
-            )
-            return False
-        return True
+    def _refusal(self, what: str) -> str:
+        """Why the robot would refuse an arm command now ('' = it accepts)."""
+        if not self.cfg.strict:
+            return ""
+        if self._estopped:
+            return f"{what}: the robot is estopped (estop/release, then power_on)"
+        if not self._claimed:
+            return f"{what}: no lease (call claim)"
+        if not self._powered:
+            return f"{what}: motors are off (call power_on)"
+        if not self._standing:
+            return f"{what}: the robot is not standing (call stand)"
+        return ""
 
     def _on_joints(self, msg: JointState) -> None:
-        if not self._armed("arm_joint_commands"):
-            return
-        names = set(msg.name)
-        if len(msg.name) != 6 or names != set(spot_arm.ARM_JOINT_NAMES):
-            self.get_logger().error(
-                f"arm_joint_commands must name exactly the 6 arm joints "
-                f"{list(spot_arm.ARM_JOINT_NAMES)}, got {list(msg.name)}; ignored"
+        # As spot_ros2: exactly 6 names, each arm joint found by substring (spot/arm_sh0, arm_sh0
+        # and sh0 all match), a warning and nothing sent otherwise.
+        if len(msg.name) != len(COMMAND_KEYS):
+            self.get_logger().warn(
+                f"arm_joint_commands: expected {len(COMMAND_KEYS)} joints, got {list(msg.name)}"
             )
             return
-        try:
-            q = ros_conv.joint_positions(msg, spot_arm.ARM_JOINT_NAMES)
-        except ValueError as exc:
-            self.get_logger().error(f"arm_joint_commands ignored: {exc}")
+        q = {}
+        for name, position in zip(msg.name, msg.position):
+            for key in COMMAND_KEYS:
+                if key in name:
+                    q[key] = position
+        missing = [k for k in COMMAND_KEYS if k not in q]
+        if missing:
+            self.get_logger().warn(f"arm_joint_commands: no value for joints {missing}")
             return
-        if not np.isfinite(q).all():
-            self.get_logger().error(f"arm_joint_commands with non-finite positions {q}; ignored")
+        target = np.array([q[k] for k in COMMAND_KEYS], float)
+        if not np.isfinite(target).all():
+            self.get_logger().error(f"arm_joint_commands with non-finite positions {target}")
             return
         with self._env_lock:
-            self.env.set_arm_targets(q)
+            why = self._refusal("arm_joint_commands")
+            if not why:
+                self._start_move(target)
+        if why:
+            self.get_logger().warn(f"ignored {why}")
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        if not self._armed("arm_pose_commands"):
-            return
-        if msg.header.frame_id not in ("body", "odom", ""):
+        if msg.header.frame_id not in ("body", "odom", "", f"{self.cfg.spot_name}/body"):
             self.get_logger().error(
                 f"arm_pose_commands in frame {msg.header.frame_id!r}; expected body or odom"
             )
@@ -215,8 +378,13 @@ class SimNode(Node):
             self.get_logger().error(f"arm_pose_commands ignored: {exc}")
             return
         with self._env_lock:  # the body does not move in the sim, so odom == body
-            reachable = self.env.set_hand_target(T)
-        if not reachable:
+            why = self._refusal("arm_pose_commands")
+            if not why:
+                self._move = None
+                reachable = self.env.set_hand_target(T)
+        if why:
+            self.get_logger().warn(f"ignored {why}")
+        elif not reachable:
             self.get_logger().warn("arm_pose_commands target is out of reach; holding")
 
     # ------------------------------------------------------------------ Trigger services
@@ -229,33 +397,79 @@ class SimNode(Node):
         return callback
 
     def _claim(self) -> tuple[bool, str]:
-        self._claimed = True
+        with self._env_lock:
+            self._claimed = True
         return True, "lease claimed"
 
+    def _release(self) -> tuple[bool, str]:
+        with self._env_lock:
+            self._claimed = False
+        return True, "lease released"
+
     def _power_on(self) -> tuple[bool, str]:
-        if not self._claimed:
-            return False, "claim the lease before power_on"
-        self._powered = True
+        with self._env_lock:
+            if self.cfg.strict and not self._claimed:
+                return False, "claim the lease before power_on"
+            if self._estopped:
+                return False, "the robot is estopped: call estop/release first"
+            self._powered = True
         return True, "motors on"
 
-    def _move_arm(self, q: np.ndarray, text: str) -> tuple[bool, str]:
-        if not self._armed("arm command"):
-            return False, "not claimed and powered"
+    def _stand(self) -> tuple[bool, str]:
         with self._env_lock:
-            self.env.set_arm_targets(q)
+            if self.cfg.strict and not (self._claimed and self._powered):
+                return False, "stand needs the lease and motor power"
+            standing = self._standing
+        if not standing and self.cfg.strict:
+            self._wait_sim(self.cfg.stand_duration_s)  # blocking_stand
+        with self._env_lock:
+            self._standing = True
+        return True, "standing" if standing else "stood up"
+
+    def _ensure_power_and_stand(self) -> tuple[bool, str]:
+        """spot_wrapper's ensure_arm_power_and_stand: power on (needs the lease), stand."""
+        ok, text = self._power_on()
+        if not ok:
+            return False, text
+        return self._stand()
+
+    def _named_pose(self, q: np.ndarray, text: str) -> tuple[bool, str]:
+        ok, why = self._ensure_power_and_stand()
+        if not ok:
+            return False, why
+        with self._env_lock:
+            duration = self._start_move(q)
+        if self.cfg.strict:
+            self._wait_sim(duration + 0.2)  # wait_for_arm_command_to_complete
         return True, text
 
     def _gripper(self, open_: bool) -> tuple[bool, str]:
-        if not self._armed("gripper command"):
-            return False, "not claimed and powered"
+        ok, why = self._ensure_power_and_stand()
+        if not ok:
+            return False, why
         with self._env_lock:
             self.env.open_gripper() if open_ else self.env.close_gripper()
-        return True, "gripper opening" if open_ else "gripper closing"
+        if self.cfg.strict:
+            self._wait_sim(self.cfg.gripper_duration_s)  # block_until_gripper_command_completes
+        return True, "gripper open" if open_ else "gripper closed"
 
     def _stop(self) -> tuple[bool, str]:
         with self._env_lock:
-            self.env.set_arm_targets(self.env.joint_positions()[:6])
+            self._hold()
         return True, "holding the current joint positions"
+
+    def _estop(self, kind: str) -> tuple[bool, str]:
+        # The sim body cannot sit or fall: the arm holds where it is, and nothing moves until
+        # estop/release, power_on and stand.
+        with self._env_lock:
+            self._hold()
+            self._estopped, self._powered, self._standing = True, False, False
+        return True, f"estop {kind}: motors off, holding"
+
+    def _estop_release(self) -> tuple[bool, str]:
+        with self._env_lock:
+            self._estopped = False
+        return True, "estop released (power_on to move again)"
 
     # ------------------------------------------------------------------ episodes
     def _episode_text(self) -> str:
@@ -280,6 +494,7 @@ class SimNode(Node):
             return res
         with self._env_lock:
             self.env.reset(task, split, int(req.seed))
+            self._move = None
             self._rt = RealtimeClock(self.env, rate=self.cfg.real_time_factor)
             self._next_camera = self._next_joints = self._next_arm_markers = 0.0
         res.success, res.task, res.split, res.seed = True, task, split, int(req.seed)
@@ -320,7 +535,38 @@ def arm_markers(q: np.ndarray, stamp, frame_id: str = "body") -> MarkerArray:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(SimNode, args)
+    """Spin the sim (physics, camera, episodes) on this thread and its spot_ros2 stand-in, whose
+    services block for seconds of sim time, on a second one."""
+    rclpy.init(args=sys.argv if args is None else args)
+    sim = None
+    try:
+        try:
+            sim = SimNode()
+        except ValueError as exc:
+            rclpy.logging.get_logger("t2a_sim").fatal(str(exc))
+            return 1
+        driver = SingleThreadedExecutor()
+        driver.add_node(sim.driver_node)
+
+        def spin_driver() -> None:
+            try:
+                driver.spin()
+            except ExternalShutdownException:
+                pass
+
+        threading.Thread(target=spin_driver, name="spot_ros2", daemon=True).start()
+        executor = SingleThreadedExecutor()
+        executor.add_node(sim)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if sim is not None:
+            sim.driver_node.destroy_node()
+            sim.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
