@@ -223,7 +223,7 @@ class ResidualControllerNode(Node):
             + (", preview: plans wait for /t2a/execute" if cfg.preview else "")
         )
         if cfg.uncalibrated:
-            self.get_logger().warn(f"execution refused until calibrated: {cfg.uncalibrated}")
+            self.get_logger().warning(f"execution refused until calibrated: {cfg.uncalibrated}")
         if cfg.auto_start:
             self._startup_note = "start-up sequence running (claim, power_on, stand, arm_unstow)"
             threading.Thread(target=self._start_up, name="t2a-startup", daemon=True).start()
@@ -404,7 +404,7 @@ class ResidualControllerNode(Node):
         self._started.clear()  # power is cut: the start-up sequence is needed again
         self._startup_note = "estopped: restart the node (or run the start-up) to move again"
         res.success, res.message = ok, f"plan dropped; {text}"
-        self.get_logger().warn(f"/t2a/estop: {text}")
+        self.get_logger().warning(f"/t2a/estop: {text}")
         return res
 
     # ------------------------------------------------------------------ the loop

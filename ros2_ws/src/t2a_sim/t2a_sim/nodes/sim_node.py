@@ -342,7 +342,7 @@ class SimNode(Node):
         # As spot_ros2: exactly 6 names, each arm joint found by substring (spot/arm_sh0, arm_sh0
         # and sh0 all match), a warning and nothing sent otherwise.
         if len(msg.name) != len(COMMAND_KEYS):
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"arm_joint_commands: expected {len(COMMAND_KEYS)} joints, got {list(msg.name)}"
             )
             return
@@ -353,7 +353,7 @@ class SimNode(Node):
                     q[key] = position
         missing = [k for k in COMMAND_KEYS if k not in q]
         if missing:
-            self.get_logger().warn(f"arm_joint_commands: no value for joints {missing}")
+            self.get_logger().warning(f"arm_joint_commands: no value for joints {missing}")
             return
         target = np.array([q[k] for k in COMMAND_KEYS], float)
         if not np.isfinite(target).all():
@@ -364,7 +364,7 @@ class SimNode(Node):
             if not why:
                 self._start_move(target)
         if why:
-            self.get_logger().warn(f"ignored {why}")
+            self.get_logger().warning(f"ignored {why}")
 
     def _on_pose(self, msg: PoseStamped) -> None:
         if msg.header.frame_id not in ("body", "odom", "", f"{self.cfg.spot_name}/body"):
@@ -383,9 +383,9 @@ class SimNode(Node):
                 self._move = None
                 reachable = self.env.set_hand_target(T)
         if why:
-            self.get_logger().warn(f"ignored {why}")
+            self.get_logger().warning(f"ignored {why}")
         elif not reachable:
-            self.get_logger().warn("arm_pose_commands target is out of reach; holding")
+            self.get_logger().warning("arm_pose_commands target is out of reach; holding")
 
     # ------------------------------------------------------------------ Trigger services
     def _trigger(self, name: str, handler):
