@@ -41,7 +41,9 @@ def plan_markers(
     frame_id: str,
     axis_m: float = 0.05,
 ) -> MarkerArray:
-    """Moving points in 3D (green) and the object frame at every step (RGB axes), in body."""
+    """Moving points in 3D (green), the object frame at every step (RGB axes) and the chosen
+    grasp (ns "grasp": an arrow from the pre-grasp to the grasp pose, the jaws' closing line
+    across the part in orange, the feature's name), in body."""
     clear = Marker(action=Marker.DELETEALL, ns="plan")
     markers = [clear]
     moving = plan.moving_point_indices
@@ -66,7 +68,34 @@ def plan_markers(
                     axes.colors.append(ColorRGBA(r=float(color[0]), g=float(color[1]),
                                                  b=float(color[2]), a=1.0))  # fmt: skip
         markers.append(axes)
+    markers += _grasp_markers(plan)
     for m in markers[1:]:
         m.header.stamp, m.header.frame_id = stamp, frame_id
         m.pose.orientation.w = 1.0
     return MarkerArray(markers=markers)
+
+
+def _point(p: np.ndarray) -> Point:
+    return Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+
+
+def _grasp_markers(plan: Plan, jaw_span_m: float = 0.06) -> list[Marker]:
+    """The grasp: approach arrow, the line the jaws close along (tool z), the feature's name."""
+    if len(plan.ee_poses) == 0:
+        return []
+    T = plan.ee_poses[plan.grasp_step]
+    arrow = Marker(ns="grasp", id=0, type=Marker.ARROW, action=Marker.ADD)
+    arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.006, 0.012, 0.02
+    arrow.color = ColorRGBA(r=0.2, g=0.5, b=1.0, a=1.0)
+    arrow.points = [_point(plan.pregrasp_pose[:3, 3]), _point(T[:3, 3])]
+    jaws = Marker(ns="grasp", id=1, type=Marker.LINE_LIST, action=Marker.ADD)
+    jaws.scale.x = 0.005
+    jaws.color = ColorRGBA(r=1.0, g=0.55, b=0.0, a=1.0)
+    # From the fixed jaw's face (just below the tool axis) to where the open finger lies.
+    jaws.points = [_point(T[:3, 3] - 0.012 * T[:3, 2]), _point(T[:3, 3] + jaw_span_m * T[:3, 2])]
+    text = Marker(ns="grasp", id=2, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+    text.scale.z = 0.03
+    text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+    text.text = plan.grasp_kind or "centre"
+    text.pose.position = _point(T[:3, 3] + 0.05 * np.array([0.0, 0.0, 1.0]))
+    return [arrow, jaws, text]

@@ -22,6 +22,9 @@ from t2a_planning.core.status import Status
 from t2a_planning.core.synthetic import default_T_body_cam, make_scene, random_motion
 
 CFG = PlannerConfig()
+# The synthetic scene is one flat-faced box with nothing to grip: these tests are of the paper's
+# grasp e1 (centre of the moving points); grasp synthesis has its own tests (test_grasp.py).
+E1 = PlannerConfig(grasp_synthesis=False)
 YAML = Path(__file__).resolve().parents[1] / "config" / "planner.yaml"
 
 
@@ -33,8 +36,9 @@ def scene():
 @pytest.fixture(scope="module")
 def plan(scene):
     return plan_from_tracks(
-        scene.tracks_px, scene.intrinsics, scene.T_body_cam, scene.T_body_tool, depth=scene.depth
-    )
+        scene.tracks_px, scene.intrinsics, scene.T_body_cam, scene.T_body_tool, E1,
+        depth=scene.depth,
+    )  # fmt: skip
 
 
 def speeds(times: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +123,7 @@ def test_unreachable_steps_are_flagged(scene, plan):
         scene.intrinsics,
         scene.T_body_cam,
         scene.T_body_tool,
+        E1,
         depth=scene.depth,
         reachable=reachable,
     )
@@ -132,6 +137,7 @@ def test_unreachable_steps_are_flagged(scene, plan):
         scene.intrinsics,
         scene.T_body_cam,
         scene.T_body_tool,
+        E1,
         depth=scene.depth,
         reachable=lambda T: False,
     )
@@ -157,8 +163,9 @@ def test_point_depths_instead_of_a_depth_image(scene):
 def test_holes_in_the_depth_image_are_reported(scene):
     holey = make_scene(11, noise_px=1.0, outlier_fraction=0.3, hole_fraction=0.2)
     plan = plan_from_tracks(
-        holey.tracks_px, holey.intrinsics, holey.T_body_cam, holey.T_body_tool, depth=holey.depth
-    )
+        holey.tracks_px, holey.intrinsics, holey.T_body_cam, holey.T_body_tool, E1,
+        depth=holey.depth,
+    )  # fmt: skip
     assert plan.ok, plan.message
     assert re.search(r"points dropped: .*hole: \d+", plan.message)
 
@@ -266,7 +273,9 @@ def test_points_beyond_the_arms_reach_are_dropped(scene):
         scene.intrinsics,
         scene.T_body_cam,
         scene.T_body_tool,
-        PlannerConfig(reach_radius_m=0.05),  # nothing in the synthetic scene is this close
+        PlannerConfig(
+            reach_radius_m=0.05, grasp_synthesis=False
+        ),  # nothing in the synthetic scene is this close
         depth=scene.depth,
     )
     assert not with_far.ok
@@ -276,7 +285,7 @@ def test_points_beyond_the_arms_reach_are_dropped(scene):
         scene.intrinsics,
         scene.T_body_cam,
         scene.T_body_tool,
-        PlannerConfig(reach_radius_m=0.0),  # off
+        PlannerConfig(reach_radius_m=0.0, grasp_synthesis=False),  # off
         depth=scene.depth,
     )
     assert kept.ok and "out of reach" not in kept.message

@@ -91,7 +91,96 @@ class PlannerConfig:
     )
     grasp_duration_s: float = param(1.0, "time at the grasp pose to close the gripper (s)")
 
+    # Grasp synthesis (t2a_planning.core.grasp); gripper sizes are the Spot hand's.
+    grasp_synthesis: bool = param(
+        True,
+        "choose the grasp from the depth of the moving part (False: the paper's grasp, centre of "
+        "the moving points with the current hand orientation)",
+    )
+    grasp_region_dilate_px: float = param(
+        3.0, "growth of the moving points' convex hull that outlines the part in I0 (px)"
+    )
+    grasp_background_m: float = param(
+        0.03, "region pixels deeper than their nearest moving points by more are background (m)"
+    )
+    grasp_min_cloud_points: int = param(30, "fewest depth pixels on the moving part (points)")
+    grasp_min_valid_fraction: float = param(
+        0.3, "fraction of the part's region that must hold valid depth (1)"
+    )
+    grasp_plane_tolerance_m: float = param(
+        0.006, "distance from a fitted plane or cylinder that counts as on it (m)"
+    )
+    grasp_protrusion_m: float = param(
+        0.012, "points standing out of the part's surface by more are handle candidates (m)"
+    )
+    grasp_min_handle_length_m: float = param(0.04, "shortest bar taken as a handle (m)")
+    max_grasp_width_m: float = param(0.09, "widest part the open jaws take (m)")
+    top_grasp_depth_m: float = param(0.03, "how far the fingers reach down a box's sides (m)")
+    push_height_m: float = param(0.045, "lowest push contact above the part's base (m)")
+    jaw_offset_m: float = param(0.012, "fixed jaw's inner face below the tool axis (m)")
+    jaw_clearance_m: float = param(
+        0.015,
+        "gap planned between the fixed jaw and the part: the camera calibration error (about "
+        "1-2 cm at the part) must not put the part under the fixed jaw, while the open finger "
+        "has room above (m)",
+    )
+    grasp_depth_bias_m: float = param(
+        0.01,
+        "the tool point goes this far past the part's estimated centre along the approach, "
+        "since the jaw tips reach only ~22 mm past it and a part further than estimated would "
+        "slip out (m)",
+    )
+    grasp_turns_rad: tuple[float, ...] = param(
+        (0.0, 0.3, -0.3, 0.6, -0.6),
+        "turns of the approach about the part's axis tried per feature (the jaws stay across "
+        "the part; the arm may reach one where another breaks a joint limit) (rad)",
+    )
+    jaw_reach_m: float = param(0.025, "jaw tips beyond the tool point along the approach (m)")
+    grasp_max_joint_jump_rad: float = param(
+        0.5, "largest joint change between neighbouring rehearsed poses (rad)"
+    )
+    workspace_min_m: tuple[float, ...] = param(
+        (0.35, -0.8, -0.45), "lower corner of the hand workspace box, body frame (m)"
+    )
+    workspace_max_m: tuple[float, ...] = param(
+        (1.25, 0.8, 1.0), "upper corner of the hand workspace box, body frame (m)"
+    )
+
     def __post_init__(self) -> None:
+        for name in ("workspace_min_m", "workspace_max_m"):
+            value = getattr(self, name)
+            check(
+                len(value) == 3 and all(math.isfinite(v) for v in value),
+                f"{name} must be 3 finite numbers (m), got {value}",
+            )
+        check(
+            all(lo < hi for lo, hi in zip(self.workspace_min_m, self.workspace_max_m)),
+            f"workspace box is empty: min {self.workspace_min_m} m is not below "
+            f"max {self.workspace_max_m} m on every axis",
+        )
+        for name in (
+            "grasp_background_m",
+            "grasp_plane_tolerance_m",
+            "grasp_protrusion_m",
+            "grasp_min_handle_length_m",
+            "max_grasp_width_m",
+            "jaw_reach_m",
+            "grasp_max_joint_jump_rad",
+        ):
+            value = getattr(self, name)
+            check(value > 0.0, f"{name} must be > 0, got {value}")
+        for name in ("grasp_region_dilate_px", "top_grasp_depth_m", "push_height_m",
+                     "jaw_offset_m", "jaw_clearance_m"):  # fmt: skip
+            value = getattr(self, name)
+            check(value >= 0.0, f"{name} must be >= 0, got {value}")
+        check(
+            self.grasp_min_cloud_points >= 10,
+            f"grasp_min_cloud_points must be >= 10, got {self.grasp_min_cloud_points}",
+        )
+        check(
+            0.0 < self.grasp_min_valid_fraction <= 1.0,
+            f"grasp_min_valid_fraction must be in (0, 1], got {self.grasp_min_valid_fraction}",
+        )
         check(
             len(self.reach_center_m) == 3 and all(math.isfinite(v) for v in self.reach_center_m),
             f"reach_center_m must be 3 finite numbers (m), got {self.reach_center_m}",

@@ -63,6 +63,7 @@ class Plan:
     pregrasp_reachable: bool
     confidence: float  # [0, 1]
     moving_point_indices: np.ndarray  # (M,) int, indices into the tracked points
+    grasp_kind: str = ""  # feature the grasp takes (t2a_planning.core.grasp), "" = the centroid
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -211,6 +212,9 @@ def build_ee_plan(
     depth: np.ndarray | None = None,
     intrinsics: Intrinsics | None = None,
     reachable: Reachable | None = None,
+    grasp: tuple[np.ndarray, np.ndarray] | None = None,
+    grasp_kind: str = "",
+    grasp_message: str = "",
 ) -> Plan:
     """Hand poses, timing and reachability for a fitted object motion.
 
@@ -218,6 +222,9 @@ def build_ee_plan(
     the camera frame (the same array the fit used). T_body_cam: camera extrinsics (4, 4);
     T_body_tool: current hand pose (4, 4). depth / intrinsics: the aligned depth image (m) used
     for the surface normal at the grasp point. reachable: ``T_body_tool -> bool`` for every pose.
+    grasp: (T_body_grasp, T_body_pregrasp) chosen by :mod:`t2a_planning.core.grasp`; without it
+    the grasp is the paper's e1 (centre of the moving points, current hand orientation).
+    grasp_kind / grasp_message: the chosen feature and why, carried into the plan.
     """
     config = config or PlannerConfig()
     reachable = reachable or always_reachable
@@ -229,16 +236,19 @@ def build_ee_plan(
     T_body_cam = np.asarray(T_body_cam, dtype=float)
     T_body_tool = np.asarray(T_body_tool, dtype=float)
 
-    P_m = np.asarray(points_cam, dtype=float)[fit.moving]  # (M, 3)
-    centre_cam = P_m.mean(axis=0)
-    normal_cam = _approach_normal(P_m, centre_cam, config, depth, intrinsics)
-
-    # e1: centre of the moving points with the current hand orientation (paper, section 2.3).
-    T_body_grasp = T_body_tool.copy()
-    T_body_grasp[:3, 3] = T_body_cam[:3, :3] @ centre_cam + T_body_cam[:3, 3]
-    normal_body = T_body_cam[:3, :3] @ normal_cam
-    T_body_pregrasp = T_body_grasp.copy()
-    T_body_pregrasp[:3, 3] += config.standoff_m * normal_body
+    if grasp is not None:
+        T_body_grasp, T_body_pregrasp = (np.asarray(T, dtype=float) for T in grasp)
+        normal_body = -T_body_grasp[:3, 0]  # the tool's x axis is the approach
+    else:
+        P_m = np.asarray(points_cam, dtype=float)[fit.moving]  # (M, 3)
+        centre_cam = P_m.mean(axis=0)
+        normal_cam = _approach_normal(P_m, centre_cam, config, depth, intrinsics)
+        # e1: centre of the moving points with the current hand orientation (paper, 2.3).
+        T_body_grasp = T_body_tool.copy()
+        T_body_grasp[:3, 3] = T_body_cam[:3, :3] @ centre_cam + T_body_cam[:3, 3]
+        normal_body = T_body_cam[:3, :3] @ normal_cam
+        T_body_pregrasp = T_body_grasp.copy()
+        T_body_pregrasp[:3, 3] += config.standoff_m * normal_body
 
     # a_t = T_t e1 with the object motion moved from the camera frame into the body frame.
     T_body_obj = T_body_cam @ fit.T_cam_obj @ invert(T_body_cam)  # (H+1, 4, 4)
@@ -256,7 +266,8 @@ def build_ee_plan(
 
     flags = np.array([bool(reachable(T)) for T in ee])
     pre_ok = bool(reachable(T_body_pregrasp))
-    status, message = Status.OK, fit.message
+    status = Status.OK
+    message = f"{fit.message}; {grasp_message}" if grasp_message else fit.message
     if not (np.all(flags) and pre_ok):
         bad = np.flatnonzero(~flags).tolist()
         status = Status.UNREACHABLE
@@ -283,6 +294,7 @@ def build_ee_plan(
         pregrasp_reachable=pre_ok,
         confidence=fit.confidence,
         moving_point_indices=fit.moving_indices,
+        grasp_kind=grasp_kind,
     )
 
 

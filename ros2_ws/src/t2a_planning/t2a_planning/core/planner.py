@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 
 from t2a_common.core import se3
-from t2a_common.core.geometry import Intrinsics
+from t2a_common.core.geometry import Intrinsics, invert
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan, Reachable, build_ee_plan
+from t2a_planning.core.grasp import Solve, synthesize_grasp
 from t2a_planning.core.lifting import (
     DepthFlag,
     LiftedPoints,
@@ -48,6 +49,8 @@ def plan_from_tracks(
     depth: np.ndarray | None = None,
     point_depth_m: np.ndarray | None = None,
     reachable: Reachable | None = None,
+    q_start: np.ndarray | None = None,
+    solve: Solve | None = None,
 ) -> Plan:
     """Lift P0, fit the object motion, and build the hand plan (Algorithm 1 + section 2.3).
 
@@ -57,6 +60,10 @@ def plan_from_tracks(
     ``PointTracks.depth_m``), used when there is no depth image.
     T_body_cam: camera extrinsics (4, 4); T_body_tool: current hand pose in the body frame (4, 4).
     reachable: ``T_body_tool (4, 4) -> bool`` checked on every plan pose (default: all reachable).
+    With a depth image and ``config.grasp_synthesis`` the grasp comes from the moving part's
+    depth (:mod:`t2a_planning.core.grasp`), rehearsed with ``solve(T, q_seed) -> q | None``
+    (default: the Spot arm model's IK) from the joints ``q_start`` (default: IK of
+    ``T_body_tool``); without a depth image it is the paper's centre of the moving points.
     Never raises on bad data: the plan's status and message say what was wrong.
     """
     config = config or PlannerConfig()
@@ -92,6 +99,21 @@ def plan_from_tracks(
 
     lifted = drop_out_of_reach(lifted, T_body_cam, config)
     fit = estimate_object_motion(lifted.points_cam, lifted.valid, tracks, intrinsics.K, config)
+    grasp, kind, note = None, "", ""
+    if fit.ok and depth is not None and config.grasp_synthesis:
+        T_bc = np.asarray(T_body_cam, dtype=float)
+        motion_body = T_bc @ fit.T_cam_obj @ invert(T_bc)  # (H+1, 4, 4)
+        m = fit.moving
+        chosen = synthesize_grasp(
+            depth, intrinsics, T_bc, tracks[0][m], lifted.points_cam[m], motion_body,
+            np.asarray(T_body_tool, dtype=float), config, q_start=q_start, solve=solve,
+        )  # fmt: skip
+        if not chosen.ok:
+            return Plan.failure(chosen.status, chosen.message, fit)
+        grasp = (chosen.chosen.T_body_grasp, chosen.chosen.T_body_pregrasp)
+        kind, note = chosen.chosen.feature.kind, chosen.message
+    elif fit.ok:
+        note = "grasp: centre of the moving points (no depth image)" if depth is None else ""
     plan = build_ee_plan(
         fit,
         lifted.points_cam,
@@ -101,6 +123,9 @@ def plan_from_tracks(
         depth=depth,
         intrinsics=intrinsics,
         reachable=reachable,
+        grasp=grasp,
+        grasp_kind=kind,
+        grasp_message=note,
     )
     rejected = {
         flag.name.lower().replace("_", " "): int(np.sum(lifted.flags == flag))
