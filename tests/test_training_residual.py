@@ -429,7 +429,7 @@ def test_dart_executes_a_lagging_share_of_the_label_and_records_it():
 
 def test_nominal_extrinsics_are_the_planner_nodes():
     pytest.importorskip("rclpy")
-    from t2a_planning.nodes.planner import PlannerNodeConfig
+    from t2a_planning.core.node_config import PlannerNodeConfig
 
     np.testing.assert_allclose(
         residual_data.nominal_T_body_cam(), PlannerNodeConfig().T_body_cam, atol=1e-9

@@ -39,16 +39,17 @@ from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.config import load_yaml
 from t2a_common.core.geometry import Intrinsics
 from t2a_perception.core.frames import depth_at_points
+from t2a_perception.core.node_config import TrackPredictorConfig
 from t2a_perception.core.predictor import (
     TrackPrediction,
     TrackPredictor,
     sample_query_points,
 )
-from t2a_perception.nodes.track_predictor import TrackPredictorConfig, resolve_checkpoint
+from t2a_perception.nodes.track_predictor import resolve_checkpoint
 from t2a_planning.core.ee_plan import Plan
+from t2a_planning.core.node_config import PlannerNodeConfig
 from t2a_planning.core.planner import plan_from_tracks
 from t2a_planning.core.status import Status
-from t2a_planning.nodes.planner import PlannerNodeConfig
 
 PROG = "t2a-eval-bag"
 IMAGE_TYPE = "sensor_msgs/msg/Image"

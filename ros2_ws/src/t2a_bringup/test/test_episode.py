@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from t2a_bringup.core.episode import EpisodeConfig, expert_reference, run_episode
-from t2a_planning.nodes.planner import PlannerNodeConfig
+from t2a_planning.core.node_config import PlannerNodeConfig
 
 pytestmark = pytest.mark.sim
 T_BODY_CAM = PlannerNodeConfig().T_body_cam  # the nominal calibration; the sim camera is jittered

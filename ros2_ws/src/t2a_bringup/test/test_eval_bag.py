@@ -27,11 +27,12 @@ from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.geometry import Intrinsics
 from t2a_perception.core.checkpoint import save_checkpoint
 from t2a_perception.core.model import TrackDiT, TrackModelConfig, TrackStats
+from t2a_perception.core.node_config import TrackPredictorConfig
 from t2a_perception.core.predictor import TrackPredictor, sample_query_points
-from t2a_perception.nodes.track_predictor import TrackPredictorConfig, resolve_checkpoint
+from t2a_perception.nodes.track_predictor import resolve_checkpoint
+from t2a_planning.core.node_config import PlannerNodeConfig
 from t2a_planning.core.planner import plan_from_tracks
 from t2a_planning.core.status import Status
-from t2a_planning.nodes.planner import PlannerNodeConfig
 
 W, H = 160, 120
 ARTIFACT_KEYS = ("video_gif", "video_mp4", "tracks_png", "ee_paths_png", "tracks_npz",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from t2a_common.core import kinematics, spot_arm
-from t2a_planning.nodes.planner import PlannerNodeConfig
+from t2a_planning.core.node_config import PlannerNodeConfig
 from t2a_sim.core.config import SimConfig
 from t2a_sim.core.env import SimEnv
 from t2a_sim.core.scene import camera_pose, optical_from_mjcam
