@@ -18,7 +18,7 @@ from t2a_common.core.geometry import SIM_CAMERA_QUAT, SIM_CAMERA_XYZ
 from t2a_common.core.kinematics import fk
 from t2a_common.core.types import PLAN_OK, EEPlan
 from t2a_common.testing import ChildProcess, ros_context, spin_until
-from t2a_control.nodes.residual_controller import ResidualControllerNodeConfig
+from t2a_control.core.node_config import ResidualControllerNodeConfig
 from t2a_msgs.msg import ControlStatus, Plan
 
 pytestmark = pytest.mark.sim

@@ -13,13 +13,12 @@ import yaml
 from t2a_bringup.core import stack
 from t2a_common.core.config import fields as config_fields
 from t2a_common.core.config import from_dict, load_yaml, ros_params_section
-from t2a_control.nodes.residual_controller import ResidualControllerNodeConfig
-from t2a_perception.nodes.track_predictor import TrackPredictorConfig
+from t2a_control.core.node_config import ResidualControllerNodeConfig
+from t2a_perception.core.node_config import TrackPredictorConfig
 from t2a_planning.core.config import PlannerConfig
-from t2a_planning.nodes.planner import PlannerNodeConfig
+from t2a_planning.core.node_config import PlannerNodeConfig
 from t2a_sim.core.config import SimConfig
-from t2a_sim.nodes.sim_node import SimNodeConfig
-from t2a_sim.nodes.state_publisher import StatePublisherConfig
+from t2a_sim.core.node_config import SimNodeConfig, StatePublisherConfig
 
 pytestmark = pytest.mark.ros
 CONFIGS = {

@@ -26,7 +26,7 @@ from t2a_common.core.kinematics import fk
 from t2a_common.core.spot_arm import READY
 from t2a_common.core.types import PLAN_OK, EEPlan
 from t2a_common.testing import ChildProcess, ros_context, spin_until
-from t2a_control.nodes.residual_controller import ESTOP_MODES, ResidualControllerNodeConfig
+from t2a_control.core.node_config import ESTOP_MODES, ResidualControllerNodeConfig
 from t2a_msgs.msg import ControlStatus, Plan
 
 pytestmark = pytest.mark.ros

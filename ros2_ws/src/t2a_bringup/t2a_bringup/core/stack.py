@@ -7,8 +7,8 @@ Both starters go through this module, so they start the same nodes with the same
 
     desc = load_description()                       # parse + check the structure
     nodes = desc.resolve("sim", {"task": "box_push"}, ["planner.planner.min_support=0.3"])
-    nodes = check_nodes(nodes)                      # every parameter is a config field (imports
-                                                    # the node modules, i.e. rclpy)
+    nodes = check_nodes(nodes)                      # every parameter is a config field (the
+                                                    # packages' core config dataclasses, no rclpy)
     files = write_params_files(nodes, directory)
     cmd = command_line(nodes[0], files[nodes[0].key], executable)
 
@@ -363,10 +363,17 @@ class StackDescription:
 
 
 def config_class(spec: NodeSpec) -> type | None:
-    """The config dataclass named by ``spec.config`` (imports the node module, so rclpy)."""
+    """The config dataclass named by ``spec.config``, from a package's ROS-free ``core``: checking
+    parameters never imports a node module (and with it rclpy and the message packages)."""
     if not spec.config:
         return None
     module, _, cls = spec.config.partition(":")
+    if ".core." not in f"{module}.":
+        raise StackError(
+            f"node {spec.key!r}: config class {spec.config!r} is not in a package's core; "
+            "expected <package>.core.<module>:<Class> (e.g. t2a_planning.core.node_config:"
+            "PlannerNodeConfig), so that checking parameters does not import rclpy"
+        )
     try:
         return getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as exc:

@@ -43,12 +43,11 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from t2a_common import ros_conv
 from t2a_common.core import kinematics, spot_arm
-from t2a_common.core.config import check, nested, param
 from t2a_common.ros_params import declare_config
 from t2a_msgs.srv import SimEpisodeStatus, SimReset
 from t2a_sim.core import tasks
-from t2a_sim.core.config import SimConfig
 from t2a_sim.core.env import RealtimeClock, SimEnv
+from t2a_sim.core.node_config import SimNodeConfig
 from t2a_sim.nodes.state_publisher import RAW_STATE_TOPIC
 
 OPTICAL_FRAME = "camera_color_optical_frame"
@@ -101,67 +100,6 @@ class _Move:
     q0: np.ndarray  # (6,) rad where it started
     q1: np.ndarray  # (6,) rad goal
     duration: float  # s
-
-
-@dataclasses.dataclass(frozen=True)
-class SimNodeConfig:
-    """Parameters of the sim node (the physics and camera ones are under ``sim.``)."""
-
-    spot_name: str = param("spot", "namespace of the spot_ros2 interfaces: /<spot_name>/...")
-    camera_namespace: str = param("camera", "realsense2_camera camera_namespace")
-    camera_name: str = param("camera", "realsense2_camera camera_name")
-    camera_rate_hz: float = param(30.0, "colour + aligned depth publish rate (Hz, sim time)")
-    joint_state_rate_hz: float = param(50.0, "joint_states publish rate (Hz, sim time)")
-    arm_marker_rate_hz: float = param(
-        10.0, "/t2a_sim/arm_markers (the arm for rviz/Foxglove) rate (Hz, sim time); 0 = off"
-    )
-    physics_sync_hz: float = param(200.0, "how often physics is caught up to the clock (Hz)")
-    real_time_factor: float = param(1.0, "sim seconds per wall second (2.0 = twice as fast)")
-    depth_scale: float = param(0.001, "metres per unit of the 16UC1 depth image (RealSense: mm)")
-    task: str = param("drawer_open", "task of the first episode (t2a_sim.core.tasks.TASKS)")
-    split: str = param("MG", "split of the first episode: MG, G, CG or TG")
-    seed: int = param(0, "seed of the first episode")
-    strict: bool = param(
-        True,
-        "mirror spot_ros2 strictly (lease, power, stand; single-point moves at the speed limits; "
-        "blocking gripper/stow services); false: targets apply at once (debugging only)",
-    )
-    joint_move_max_velocity: float = param(
-        1.0,
-        "rad/s, the speed cap of a single-point arm_joint_commands move (the robot's default is "
-        "not published; measure it: docs/robot.md)",
-    )
-    joint_move_max_acceleration: float = param(
-        5.0, "rad/s^2, the acceleration cap of a single-point move (robot default, assumed)"
-    )
-    stand_duration_s: float = param(1.5, "how long stand blocks when the robot sits (s, sim time)")
-    gripper_duration_s: float = param(
-        1.0, "how long open_gripper/close_gripper block after power and stand (s, sim time)"
-    )
-    sim: SimConfig = nested(SimConfig, "physics, camera and grasping")
-
-    def __post_init__(self) -> None:
-        for name in ("camera_rate_hz", "joint_state_rate_hz", "physics_sync_hz",
-                     "joint_move_max_velocity", "joint_move_max_acceleration"):  # fmt: skip
-            check(getattr(self, name) > 0, f"{name} must be > 0 Hz, got {getattr(self, name)}")
-        check(
-            self.arm_marker_rate_hz >= 0,
-            f"arm_marker_rate_hz must be >= 0 Hz (0 = off), got {self.arm_marker_rate_hz}",
-        )
-        check(
-            self.real_time_factor > 0, f"real_time_factor must be > 0, got {self.real_time_factor}"
-        )
-        check(self.depth_scale > 0, f"depth_scale must be > 0 m, got {self.depth_scale}")
-        for name in ("stand_duration_s", "gripper_duration_s"):
-            check(getattr(self, name) >= 0, f"{name} must be >= 0 s, got {getattr(self, name)}")
-        check(
-            self.task in tasks.TASKS,
-            f"task {self.task!r} unknown, expected one of {list(tasks.TASKS)}",
-        )
-        check(
-            self.split in tasks.SPLITS,
-            f"split {self.split!r} unknown, expected one of {list(tasks.SPLITS)}",
-        )
 
 
 class SimNode(Node):

@@ -11,15 +11,13 @@ the state publisher, or matches bare names only, fails here as it would on the r
 
 from __future__ import annotations
 
-import dataclasses
-
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import JointState
 
-from t2a_common.core.config import param
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
+from t2a_sim.core.node_config import StatePublisherConfig
 
 RAW_STATE_TOPIC = "/t2a_sim/robot_state"
 
@@ -37,23 +35,6 @@ JOINT_STATES_QOS = QoSProfile(
     durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,
 )
 """spot_ros2's publisher QoS (``makePublisherQoS(1)``: reliable, transient local, depth 1)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class StatePublisherConfig:
-    """Parameters of the state publisher stand-in (spot_ros2's names)."""
-
-    spot_name: str = param("spot", "robot name: publishes /<spot_name>/joint_states")
-    frame_prefix: str = param(
-        "", "joint name prefix; '' = spot_ros2's default '<spot_name>/' (use '/' for none)"
-    )
-
-    @property
-    def prefix(self) -> str:
-        """The prefix joints are named with (spot_ros2: ``frame_prefix`` or ``spot_name/``)."""
-        if self.frame_prefix == "/":
-            return ""
-        return self.frame_prefix or (f"{self.spot_name}/" if self.spot_name else "")
 
 
 def friendly_joint_state(raw: JointState, prefix: str) -> JointState:
