@@ -95,3 +95,14 @@ def zero_init_adaln(blocks: Iterable[T2ABlock], final_layer: FinalLayer) -> None
     nn.init.zeros_(final_layer.adaLN_modulation[-1].bias)
     nn.init.zeros_(final_layer.linear.weight)
     nn.init.zeros_(final_layer.linear.bias)
+
+
+def basic_init(module: nn.Module) -> None:
+    """DiT's default initialisation, for ``model.apply``: Xavier-uniform linear weights, zero
+    biases, N(0, 0.02) embeddings. The ResNet encoders have no Linear layers and keep their own."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)

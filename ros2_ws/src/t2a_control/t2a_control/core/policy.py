@@ -42,11 +42,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from t2a_common.core.blocks import IMAGE_MEAN, IMAGE_STD, FinalLayer, T2ABlock, zero_init_adaln
+from t2a_common.core.blocks import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    FinalLayer,
+    T2ABlock,
+    basic_init,
+    zero_init_adaln,
+)
 from t2a_common.core.checkpoint import (
     CHECKPOINT_FILES,  # noqa: F401  (re-exported: the policy's file names)
     CONFIG_NAME,
-    STATS_NAME,
+    STATS_NAME,  # noqa: F401
     WEIGHTS_NAME,  # noqa: F401
     load_dataclass,
     load_model,
@@ -409,16 +416,7 @@ class ResidualPolicy(nn.Module):
 
     def initialize_weights(self) -> None:
         """Xavier for linear layers, small normal for embeddings, zeros for adaLN and the head."""
-
-        def _basic_init(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
-
-        self.apply(_basic_init)  # the encoder has no Linear layers and keeps its own init
+        self.apply(basic_init)
         self.encoder.initialize_weights()
         nn.init.normal_(self.image_type, std=0.02)
         nn.init.normal_(self.action_queries, std=0.02)
@@ -718,19 +716,10 @@ def load_config(directory: str | Path) -> PolicyConfig:
     return load_dataclass(directory, CONFIG_NAME, PolicyConfig)
 
 
-def load_stats(directory: str | Path) -> PolicyStats:
-    """The validated :class:`PolicyStats` of a checkpoint directory."""
-    return load_dataclass(directory, STATS_NAME, PolicyStats)
-
-
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> ResidualPolicy:
-    """Rebuild the policy saved by ``save_checkpoint``, in eval mode on ``device``.
-
-    Raises:
-        FileNotFoundError: the directory or one of its three files is missing.
-        ValueError: a file is malformed, the config has unknown or missing keys or bad values,
-            or the weights do not fit the architecture the config describes.
-    """
+    """The policy saved by ``save_checkpoint``, in eval mode on ``device``; raises what
+    :func:`t2a_common.core.checkpoint.load_model` raises for a missing, malformed or mismatched
+    file."""
     return load_model(directory, ResidualPolicy, PolicyConfig, PolicyStats, _architecture, device)
 
 

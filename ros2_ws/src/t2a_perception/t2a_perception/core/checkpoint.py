@@ -12,34 +12,19 @@ import torch
 
 from t2a_common.core.checkpoint import (
     CHECKPOINT_FILES,  # noqa: F401  (re-exported: the track model's file names)
-    CONFIG_NAME,
-    STATS_NAME,
+    CONFIG_NAME,  # noqa: F401
+    STATS_NAME,  # noqa: F401
     WEIGHTS_NAME,  # noqa: F401
-    load_dataclass,
     load_model,
     save_checkpoint,  # noqa: F401  (re-exported: saving is the same for every model)
 )
 from t2a_perception.core.model import TrackDiT, TrackModelConfig, TrackStats
 
 
-def load_config(directory: str | Path) -> TrackModelConfig:
-    """The validated :class:`TrackModelConfig` of a checkpoint directory."""
-    return load_dataclass(directory, CONFIG_NAME, TrackModelConfig)
-
-
-def load_stats(directory: str | Path) -> TrackStats:
-    """The validated :class:`TrackStats` of a checkpoint directory."""
-    return load_dataclass(directory, STATS_NAME, TrackStats)
-
-
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> TrackDiT:
-    """Rebuild the model saved by ``save_checkpoint``, in eval mode on ``device``.
-
-    Raises:
-        FileNotFoundError: the directory or one of its three files is missing.
-        ValueError: a file is malformed, the config has unknown or missing keys or bad values,
-            or the weights do not fit the architecture the config describes.
-    """
+    """The track model saved by ``save_checkpoint``, in eval mode on ``device``; raises what
+    :func:`t2a_common.core.checkpoint.load_model` raises for a missing, malformed or mismatched
+    file."""
     return load_model(directory, TrackDiT, TrackModelConfig, TrackStats, _architecture, device)
 
 

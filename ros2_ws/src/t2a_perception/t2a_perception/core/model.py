@@ -34,7 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from t2a_common.core.blocks import IMAGE_MEAN, IMAGE_STD, FinalLayer, T2ABlock, zero_init_adaln
+from t2a_common.core.blocks import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    FinalLayer,
+    T2ABlock,
+    basic_init,
+    zero_init_adaln,
+)
 from t2a_common.core.config import check, param
 from t2a_common.core.resnet import ResNet18GN
 from t2a_perception.core.diffusion import (
@@ -267,13 +274,7 @@ class TrackDiT(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        def _basic_init(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-
-        self.apply(_basic_init)  # the encoder has no Linear layers and keeps its own init
+        self.apply(basic_init)
         self.encoder.initialize_weights()
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
