@@ -17,7 +17,6 @@ from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Transform, Vector3
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
-from t2a_common.core import sensor_codec
 from t2a_common.core.geometry import Intrinsics, matrix_to_pose, pose_to_matrix
 from t2a_common.core.sensor_codec import (  # noqa: F401  (re-exported for the nodes)
     COLOR_ENCODINGS,
@@ -34,6 +33,7 @@ from t2a_common.core.sensor_readers import (  # noqa: F401
     image_fields,
     image_to_numpy,
     image_to_rgb,
+    joint_positions,
     stamp_to_sec,
 )
 from t2a_common.core.types import EEPlan, PointTrackSet
@@ -117,16 +117,6 @@ def matrix_to_transform_msg(T: np.ndarray) -> Transform:
 
 
 # --------------------------------------------------------------------------- joints
-
-
-def joint_positions(
-    msg: JointState, names: tuple[str, ...] | list[str], prefix: str | None = None
-) -> np.ndarray:
-    """Positions of ``names`` (in that order) from a JointState that may hold more joints, in
-    any order, with or without spot_ros2's frame prefix (``prefix``: see
-    :func:`t2a_common.core.sensor_codec.joint_name_index`). Raises ValueError naming the joints
-    that are missing or have no position."""
-    return sensor_codec.select_joint_positions(msg.name, msg.position, names, prefix)
 
 
 def joint_state_msg(

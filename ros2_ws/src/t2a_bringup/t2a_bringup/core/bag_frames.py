@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 
 from t2a_bringup.core.bag import BagError, BagReader, MessageTypes
-from t2a_common.core import sensor_codec
 from t2a_common.core.geometry import Intrinsics
 from t2a_common.core.sensor_readers import (
     camera_info_to_intrinsics,
     depth_to_meters,
     image_fields,
     image_to_rgb,
+    joint_positions,
     stamp_to_sec,
 )
 
@@ -83,12 +83,6 @@ class JointTrajectory:
 # --------------------------------------------------------------------------------------------
 # Message <-> numpy
 # --------------------------------------------------------------------------------------------
-
-
-def joint_positions(msg: Any, names: Sequence[str]) -> np.ndarray:
-    """Positions of ``names`` (in that order) from a JointState holding any joints in any
-    order. Raises ValueError naming the joints that are missing."""
-    return sensor_codec.select_joint_positions(msg.name, msg.position, names)
 
 
 def _header(types: MessageTypes, t_s: float, frame_id: str) -> Any:

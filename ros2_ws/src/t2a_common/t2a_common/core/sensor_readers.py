@@ -1,4 +1,4 @@
-"""``sensor_msgs`` Image / CameraInfo readers for any object with the message's fields.
+"""``sensor_msgs`` Image / CameraInfo / JointState readers for any object with the message's fields.
 
 rclpy messages (``t2a_common.ros_conv`` re-exports these for the nodes) and rosbags' deserialized
 messages (``t2a_bringup.core.bag_frames``, no ROS needed) have the same field names, so one
@@ -10,6 +10,7 @@ holding an array, for whichever message class the caller builds.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,14 @@ def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
     return sensor_codec.intrinsics_from_camera_info(
         msg.width, msg.height, msg.k, msg.distortion_model, msg.d
     )
+
+
+def joint_positions(msg: Any, names: Sequence[str], prefix: str | None = None) -> np.ndarray:
+    """Positions of ``names`` (in that order) from a JointState that may hold more joints, in
+    any order, with or without spot_ros2's frame prefix (``prefix``: see
+    :func:`t2a_common.core.sensor_codec.joint_name_index`). Raises ValueError naming the joints
+    that are missing or have no position."""
+    return sensor_codec.select_joint_positions(msg.name, msg.position, names, prefix)
 
 
 def stamp_to_sec(stamp: Any) -> float:
