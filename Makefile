@@ -40,8 +40,8 @@ test-slow: setup  ## training smoke runs and long evaluations
 bench: setup  ## run every benchmark in benchmarks/ (each prints a table)
 	@set -e; for b in benchmarks/[a-z]*.py; do echo "=== $$b"; $(ENV) python $$b; done
 
-eval: setup  ## closed-loop evaluation table (20+ episodes per split and method, both cores; ~3 min)
-	@$(ENV) python training/eval_closed_loop.py --splits MG G CG TG --episodes 20 --workers $(JOBS) --out runs/eval_closed_loop
+eval: setup  ## closed-loop evaluation table (40+ episodes per split: 8 per MG/G task, 14 per CG/TG task; every method on the same seeds, with the expert; methods without a checkpoint are skipped)
+	@$(ENV) python training/eval_closed_loop.py --splits MG G CG TG --episodes 40 --workers $(JOBS) --out runs/eval_closed_loop
 
 lock: setup  ## re-pin requirements/lock.txt from the current venv
 	@{ echo "# Full pinned environment (pip freeze of a working venv), used as constraints by scripts/setup.sh."; \

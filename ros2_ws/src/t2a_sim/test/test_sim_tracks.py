@@ -135,3 +135,32 @@ def test_generate_is_resumable_deterministic_and_parallel(tmp_path):
         assert np.array_equal(a[key], b[key]), (
             f"{key} differs between a 2-worker and a 1-worker run"
         )
+
+
+def test_glued_grid_pixels_reproject_to_themselves_and_ride_their_bodies():
+    from t2a_sim.core import tracks
+    from t2a_sim.core.config import SimConfig
+    from t2a_sim.core.env import SimEnv
+
+    env = SimEnv(SimConfig(width=160, height=120))
+    try:
+        env.reset("drawer_open", "MG", 3)
+        _, depth = env.render()
+        ids = env.camera.render_geom_ids(env.data)
+        u, v = np.meshgrid(np.arange(10) * 16 + 7.5, np.arange(10) * 12 + 5.5)
+        uv = np.stack([u.ravel(), v.ravel()], -1)
+        intr, T_body_cam = env.intrinsics, env.T_body_cam
+        pts = tracks.glue_pixels(env.model, env.data, ids, depth, intr, T_body_cam, env.part_id, uv)
+        assert len(pts.body) == 100 and pts.on_object.sum() >= 2  # every pixel is kept
+        uv0, _, _ = tracks.project(env.data, pts, intr, T_body_cam)
+        np.testing.assert_allclose(uv0, uv, atol=1e-6)
+        env.data.qpos[env.obj_qadr] += 0.1  # pull the drawer out 10 cm
+        mujoco.mj_forward(env.model, env.data)
+        uv1, _, _ = tracks.project(env.data, pts, intr, T_body_cam)
+        moved = np.linalg.norm(uv1 - uv0, axis=1)
+        assert moved[pts.on_object].min() > 1.0
+        static = pts.body == 0
+        assert static.sum() > 10
+        np.testing.assert_allclose(uv1[static], uv0[static], atol=1e-6)
+    finally:
+        env.close()

@@ -22,6 +22,7 @@ from t2a_common.core.config import check, param
 from t2a_common.core.geometry import Intrinsics
 from t2a_common.core.types import PLAN_OK
 from t2a_control.core.controller import Controller, ControllerConfig, Observation
+from t2a_perception.core.predictor import sample_query_points
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan
 from t2a_planning.core.planner import plan_from_tracks
@@ -30,9 +31,18 @@ from t2a_sim.core.arm_driver import SimArmDriver
 from t2a_sim.core.config import SimConfig
 from t2a_sim.core.env import SimEnv
 from t2a_sim.core.expert import run_expert
+from t2a_sim.core.tasks import TaskDef
 
-FAILURES = ("plan_failed", "ik_unreachable", "grasp_missed", "watchdog", "wrong_final_pose",
-            "timeout", "controller_failed")  # fmt: skip
+FAILURES = ("plan_failed", "ik_unreachable", "grasp_missed", "push_missed", "watchdog",
+            "wrong_final_pose", "timeout", "controller_failed")  # fmt: skip
+"""Why an unsolved episode failed, first cause first: the planner gave no plan (plan_failed) or
+none the arm reaches (ik_unreachable); the controller's IK failed (ik_unreachable); a grasping
+task ended without a grasp (grasp_missed) or a push task without moving the object
+(push_missed); inputs went stale (watchdog); the run ended but the object is off its goal
+(wrong_final_pose, with the error in ``failure_detail``); the sim clock ran out (timeout); the
+controller failed otherwise, e.g. a hand that cannot follow the plan (controller_failed)."""
+PUSH_MOVED = 0.01  # m or rad: a push that moved its object less than this never touched it
+STACK_QUERY_POINTS = 400  # the track_predictor's default num_points: its 20x20 query grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +88,8 @@ class Reference:
     tick_object_poses: np.ndarray  # (T, 4, 4) T_body_part
     tick_tool_targets: np.ndarray  # (T, 4, 4) the expert's commanded T_body_tool
     tick_phases: tuple[str, ...]  # (T,) expert phase names ("start", "approach", ...)
+    # (H+1, 400, 2) GT tracks of the stack's own query grid (STACK_QUERY_POINTS), same steps
+    grid_tracks_px: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -96,6 +108,8 @@ class EpisodeResult:
     executed_path: np.ndarray  # (T, 3) hand positions at every tick (body, m)
     grasped: bool
     frames: list[np.ndarray] = dataclasses.field(default_factory=list)  # (H, W, 3) per tick
+    object_motion: float = 0.0  # how far the part moved from its start (m, or rad of its joint)
+    failure_detail: str = ""  # the failure in numbers (wrong_final_pose: the errors)
 
 
 def sim_config(cfg: EpisodeConfig, base: SimConfig | None = None) -> SimConfig:
@@ -113,13 +127,20 @@ def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Refer
         env.reset(cfg.task, cfg.split, cfg.seed)
         rgb0, depth0 = env.render()
         intr, T_body_cam = env.intrinsics, env.T_body_cam
+        geom_ids = env.camera.render_geom_ids(env.data)
         pts = sim_tracks.sample_points(
-            env.model, env.data, env.camera.render_geom_ids(env.data), depth0, intr, T_body_cam,
+            env.model, env.data, geom_ids, depth0, intr, T_body_cam,
             env.part_id, cfg.num_points, cfg.object_fraction,
             np.random.default_rng([cfg.seed, 11]),
         )  # fmt: skip
+        # The points the stack itself queries (a uniform grid, no privileged segmentation).
+        grid = sim_tracks.glue_pixels(
+            env.model, env.data, geom_ids, depth0, intr, T_body_cam, env.part_id,
+            sample_query_points(intr.height, intr.width, STACK_QUERY_POINTS, "grid"),
+        )  # fmt: skip
         T_obj0 = env.object_pose()
         uvs, moving = [pts.uv0.astype(np.float64)], [False]
+        grid_uvs = [grid.uv0]
         obj_poses, phases, targets = [T_obj0], ["start"], [env.hand_pose()]
 
         def on_tick(_k: int, cmd) -> None:
@@ -130,6 +151,7 @@ def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Refer
             )
             uv, _, _ = sim_tracks.project(env.data, pts, intr, T_body_cam)
             uvs.append(uv)
+            grid_uvs.append(sim_tracks.project(env.data, grid, intr, T_body_cam)[0])
             moving.append(bool(moved))
             obj_poses.append(T)
             phases.append(cmd.phase)
@@ -144,6 +166,7 @@ def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Refer
         return Reference(
             rgb0, depth, goal_rgb, tracks, pts.on_object, ok, intr, ticks,
             np.stack(obj_poses), np.stack(targets), tuple(phases),
+            np.array([grid_uvs[i] for i in ticks], np.float32),
         )  # fmt: skip
     finally:
         env.close()
@@ -211,6 +234,7 @@ def run_episode(
     ref = reference or expert_reference(cfg, base)
     env = SimEnv(sim_config(cfg, base))
     env.reset(cfg.task, cfg.split, cfg.seed)
+    start = env.object_joint() if env.task.articulated else env.object_pose()[:3, 3]
     if plan is None:
         tracks = ref.tracks_px if predict_tracks is None else predict_tracks(ref)[0]
         plan = make_plan(tracks, ref.depth0, env, T_body_cam, planner_cfg)
@@ -254,28 +278,56 @@ def run_episode(
         if state == "done":  # let the object settle after the release before judging
             env.advance(0.5)
         success, errors = env.task_success()
+        end = env.object_joint() if env.task.articulated else env.object_pose()[:3, 3]
+        motion = float(np.linalg.norm(np.subtract(end, start)))
+        task = env.task
     finally:
         env.close()
-    failure = "" if success else _classify(plan, state, message, grasped, env.time, cfg)
+    failure, detail = ("", "") if success else _classify(
+        plan, state, message, grasped, env.time, cfg, task, errors, motion
+    )  # fmt: skip
     return EpisodeResult(
         success=bool(success), failure=failure, message=plan.message if not plan.ok else message,
         errors={k: float(v) for k, v in errors.items()}, plan_status=int(plan.status),
         final_state=state, sim_time_s=float(env.time), wall_time_s=time.perf_counter() - wall0,
         planned_path=planned, executed_path=np.array(executed).reshape(-1, 3), grasped=grasped,
-        frames=frames,
+        frames=frames, object_motion=motion, failure_detail=detail,
     )  # fmt: skip
 
 
-def _classify(plan: Plan, state: str, message: str, grasped: bool, t: float, cfg) -> str:
+def _classify(
+    plan: Plan, state: str, message: str, grasped: bool, t: float, cfg: EpisodeConfig,
+    task: TaskDef, errors: dict[str, float], motion: float,
+) -> tuple[str, str]:  # fmt: skip
+    """(one of FAILURES, the failure in numbers) for an unsolved episode; see FAILURES."""
     if plan.status != PLAN_OK:
-        return "ik_unreachable" if plan.status == 5 else "plan_failed"
+        return ("ik_unreachable" if plan.status == 5 else "plan_failed"), plan.message
+    push = task.activity == "push"
+    # No contact with the object: a grasp that did not weld, a push that did not move it.
+    missed = (motion < PUSH_MOVED) if push else not grasped
+    missed_label = "push_missed" if push else "grasp_missed"
+    missed_detail = (
+        f"object moved {motion:.3f}" if push else "the gripper closed on no part"
+    )  # fmt: skip
     if state == "failed":
         text = message.lower()
         if "ik " in text or "unreachable" in text:
-            return "ik_unreachable"
+            return "ik_unreachable", message
         if "stale" in text:
-            return "watchdog"
-        return "grasp_missed" if not grasped else "controller_failed"
+            return "watchdog", message
+        return (missed_label, missed_detail) if missed else ("controller_failed", message)
     if state != "done" and t >= cfg.max_time_s:
-        return "timeout"
-    return "grasp_missed" if not grasped else "wrong_final_pose"
+        return "timeout", f"state {state} at {t:.1f} s"
+    if missed:
+        return missed_label, missed_detail
+    return "wrong_final_pose", _pose_errors_text(task, errors)
+
+
+def _pose_errors_text(task: TaskDef, errors: dict[str, float]) -> str:
+    if "joint" in errors:
+        unit = "m" if task.kind == "drawer" else "rad"
+        return f"joint {errors['joint']:.3f} {unit} off (tol {task.tol:g})"
+    return (
+        f"position {errors.get('position', float('nan')):.3f} m (tol {task.tol:g}), "
+        f"angle {errors.get('angle', float('nan')):.3f} rad (tol {task.tol_angle:g})"
+    )

@@ -74,6 +74,39 @@ def sample_points(
     return TrackPoints(bodies.astype(np.int32), local, bodies == part_body, uv)
 
 
+def glue_pixels(
+    model: mujoco.MjModel,
+    data: mujoco.MjData,
+    geom_ids: np.ndarray,
+    depth: np.ndarray,
+    intrinsics: Intrinsics,
+    T_body_cam: np.ndarray,
+    part_body: int,
+    uv: np.ndarray,
+) -> TrackPoints:
+    """Glue given pixels ``uv`` (N, 2) (say the stack's own query grid) to what they show.
+
+    Unlike :func:`sample_points`, every pixel is kept: one with no depth or no geom (nothing
+    rendered there) is glued to the world body at 1 m along its ray, so its track stays put.
+    ``geom_ids`` and ``depth`` are the segmentation and depth renders of the current state.
+    """
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    H, W = depth.shape
+    u = np.clip(np.rint(uv[:, 0]).astype(int), 0, W - 1)
+    v = np.clip(np.rint(uv[:, 1]).astype(int), 0, H - 1)
+    g = geom_ids[v, u]
+    z = depth[v, u].astype(np.float64)
+    seen = (g >= 0) & (z > 0)
+    bodies = np.where(seen, model.geom_bodyid[np.maximum(g, 0)], 0)
+    p_cam = intrinsics.backproject(uv, np.where(seen, z, 1.0))  # (N, 3)
+    p_body = transform_points(T_body_cam, p_cam)
+    local = np.empty_like(p_body)
+    for b in np.unique(bodies):
+        sel = bodies == b
+        local[sel] = transform_points(invert(_body_pose(data, b)), p_body[sel])
+    return TrackPoints(bodies.astype(np.int32), local, bodies == part_body, uv)
+
+
 def _body_pose(data: mujoco.MjData, body: int) -> np.ndarray:
     T = np.eye(4)
     T[:3, :3] = data.xmat[body].reshape(3, 3)
