@@ -22,8 +22,9 @@ demo: setup  ## README main command: the whole stack on t2a_sim for one episode;
 test: setup lint  ## README test command: setup, ruff, and the unit + ros + sim tiers (not slow)
 	@$(PYTEST) -m "not slow"
 
-lint:  ## ruff check + format check
+lint:  ## ruff check + format check, hadolint of the robot image's Dockerfile
 	@$(ENV) ruff check . && $(ENV) ruff format --check --quiet . && echo "ruff: clean"
+	@$(ENV) hadolint docker/Dockerfile && echo "hadolint: clean"
 
 format:  ## apply ruff fixes and formatting
 	@$(ENV) ruff check --fix . ; $(ENV) ruff format .
