@@ -3,7 +3,8 @@
 - every ``core/`` module is ROS-free: no rclpy, no ``*_msgs``, no ROS-only helpers, no node module;
 - t2a_common is the ground: it imports none of the packages above it;
 - t2a_perception, t2a_planning, t2a_control and t2a_sim stand side by side: none imports another;
-- checking a stack's parameters (``t2a_bringup.core.stack``) imports no rclpy.
+- loading the config classes a stack names (``t2a_bringup.core.stack``, to check parameters)
+  imports no rclpy.
 
 Every ``import`` statement counts, also one inside a function (a lazy import is still a dependency).
 """
@@ -135,13 +136,14 @@ def test_the_scan_catches_what_it_should(tmp_path):
     assert "t2a_control.nodes" in modules and "t2a_demo.core.other" in modules
 
 
-def test_checking_stack_parameters_imports_no_rclpy():
+def test_loading_the_stack_config_classes_imports_no_rclpy():
     code = (
         "import sys\n"
         "from t2a_bringup.core import stack\n"
         "d = stack.load_description()\n"
         "for p in d.profiles:\n"
-        "    stack.check_nodes(d.resolve(p))\n"
+        "    classes = [stack.config_class(n) for n in d.resolve(p)]\n"
+        "    assert any(classes), p\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
         f"{ROS_ONLY!r} or m.split('.')[0].endswith('_msgs') or '.nodes' in m and "
         "m.startswith('t2a_'))\n"
@@ -149,4 +151,4 @@ def test_checking_stack_parameters_imports_no_rclpy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]", f"checking parameters imported {result.stdout}"
+    assert result.stdout.strip() == "[]", f"loading the config classes imported {result.stdout}"
