@@ -49,3 +49,33 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     shrinking = image.shape[0] > size or image.shape[1] > size
     interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def crop_to_aspect(
+    image: np.ndarray, width: int, height: int, name: str = "goal image", max_crop: float = 0.2
+) -> np.ndarray:
+    """``image`` centre-cropped to the aspect ratio of a ``width`` x ``height`` camera frame.
+
+    The track model stretches I0 and the goal to one square: a goal of another aspect ratio would
+    be stretched differently from I0 and every track would be wrong. A small mismatch is cropped
+    (at most ``max_crop`` of a side); a larger one raises ValueError saying what to send instead.
+    Same aspect (within half a pixel): ``image`` itself.
+    """
+    h, w = image.shape[:2]
+    target = width / height
+    if abs(w / h - target) * min(w, h) <= 0.5 * max(target, 1.0):
+        return image
+    if w / h > target:  # too wide: keep the full height
+        keep_w, keep_h = round(h * target), h
+    else:
+        keep_w, keep_h = w, round(w / target)
+    lost = 1.0 - min(keep_w / w, keep_h / h)
+    if lost > max_crop:
+        raise ValueError(
+            f"{name} is {w}x{h} (aspect {w / h:.2f}) but the camera frame is {width}x{height} "
+            f"(aspect {target:.2f}): cropping would drop {lost:.0%} of a side (more than "
+            f"{max_crop:.0%}) and stretching would bend every track; send a goal taken with this "
+            "camera (t2a-snapshot-goal)"
+        )
+    u0, v0 = (w - keep_w) // 2, (h - keep_h) // 2
+    return np.ascontiguousarray(image[v0 : v0 + keep_h, u0 : u0 + keep_w])

@@ -26,6 +26,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
 
 from t2a_common import ros_conv
+from t2a_common.core.images import crop_to_aspect
 from t2a_common.core.types import PointTrackSet
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
@@ -165,6 +166,10 @@ class TrackPredictorNode(Node):
                 f"image {w}x{h}, aligned depth {depth_m.shape[1]}x{depth_m.shape[0]} and "
                 f"camera_info {intr.width}x{intr.height} disagree"
             )
+        try:  # a goal of another aspect ratio is cropped to I0's or refused, never stretched
+            goal = crop_to_aspect(goal, w, h)
+        except ValueError as exc:
+            raise GoalRejected(str(exc)) from exc
         num_points = int(req.num_points) or cfg.num_points
         seed = int(req.seed) if req.seed >= 0 else None
         try:
