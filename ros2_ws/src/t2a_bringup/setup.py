@@ -25,6 +25,7 @@ setup(
         "console_scripts": [
             "t2a-doctor = t2a_bringup.doctor:main",
             "t2a-sim-goal = t2a_bringup.sim_goal:main",
+            "t2a-snapshot-goal = t2a_bringup.snapshot_goal:main",
             "t2a-record = t2a_bringup.bag_record:main",
             "t2a-play = t2a_bringup.bag_play:main",
             "t2a-stack = t2a_bringup.stack_runner:main",
