@@ -404,6 +404,24 @@ def test_a_hand_blocked_near_the_plan_end_finishes_the_plan():
     assert abs(_released_at(loop)[0, 3] - stop_x) < 0.005
 
 
+@pytest.mark.parametrize(("left_m", "end"), [(0.07, "done"), (0.15, "failed")])
+def test_a_hand_still_lagging_at_the_execute_timeout_ends_by_the_same_rule(left_m, end):
+    """Without the stall rule (a hand that creeps, say), the execute timeout decides the same
+    way: near the plan's end the plan is finished, further back the run fails."""
+    plan = pull_plan()
+    stop_x = plan.ee_poses[-1][0, 3] + left_m
+    config = ControllerConfig(stall_timeout_s=100.0, execute_timeout_s=1.0)
+    loop = walled_loop(lambda T: T[0, 3] < stop_x, config, plan)
+    cmd = loop.run_until(lambda c: c.state in ("release", "failed"))
+    if end == "done":
+        loop.driver.wall = None
+        cmd = loop.run_until(finished)
+        assert "keeps lagging" in next(c.message for c in loop.commands if c.state == "release")
+    assert cmd.state == end, cmd.hold_reason
+    if end == "failed":
+        assert "keeps lagging" in cmd.hold_reason and "cannot follow" in cmd.hold_reason
+
+
 def test_a_hand_blocked_early_in_the_plan_fails_without_waiting_for_the_timeout():
     plan = pull_plan()
     stop_x = plan.ee_poses[0][0, 3] - 0.05  # a quarter of the 20 cm pull

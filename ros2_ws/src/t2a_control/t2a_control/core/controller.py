@@ -127,8 +127,9 @@ class ControllerConfig:
     )
     blocked_finish_fraction: float = param(
         0.3,
-        "a blocked hand with at most this share of the plan's duration still ahead finishes the "
-        "plan (the object is at its end stop) and releases; with more the run fails (0..1)",
+        "a hand that is blocked (or still lagging at execute_timeout_s) with at most this share "
+        "of the plan's duration ahead finishes the plan (the object is at its end stop) and "
+        "releases; with more the run fails (0..1)",
     )
     settle_timeout_s: float = param(
         2.0, "time after the plan's end to reach its final pose before releasing anyway (s)"
@@ -609,27 +610,24 @@ class Controller:
                     f"({p_err:.3f} m, {r_err:.3f} rad off)",
                 )
                 return None
-        elif self._blocked(T_current, dt):
-            # Stuck against something while the plan clock waits. Near the plan's end that is
-            # the object at its end stop (a closed door, a drawer pushed home): the plan is done.
-            ahead = (duration - clock) / duration if duration > 0 else 0.0
-            p_err, _ = pose_error(T_current, target)
-            where = (
-                f"the hand is blocked {p_err:.3f} m from its goal at plan time {clock:.2f} of "
-                f"{duration:.2f} s"
-            )
-            if ahead <= self.config.blocked_finish_fraction:
-                self._finish_plan(T_current, f"{where} (the object's end stop)")
-            else:
-                self._enter(FAILED, f"execute: {where}; the hand cannot follow the plan")
-            return None
-        elif self._phase_time > duration + self.config.execute_timeout_s:
-            self._enter(
-                FAILED,
-                f"execute: at plan time {self._clock:.2f} of {duration:.2f} s after "
-                f"{self._phase_time:.1f} s; the hand keeps lagging its goal",
-            )
-            return None
+        else:
+            blocked = self._blocked(T_current, dt)
+            late = self._phase_time > duration + self.config.execute_timeout_s
+            if blocked or late:
+                # The hand cannot get on with the plan. Near its end that is the object at its
+                # end stop (a closed door, a drawer pushed home): the plan is done. Else: failed.
+                ahead = (duration - clock) / duration if duration > 0 else 0.0
+                p_err, _ = pose_error(T_current, target)
+                where = (
+                    f"the hand is blocked {p_err:.3f} m from its goal"
+                    if blocked
+                    else f"the hand keeps lagging its goal after {self._phase_time:.1f} s"
+                ) + f" at plan time {clock:.2f} of {duration:.2f} s"
+                if ahead <= self.config.blocked_finish_fraction:
+                    self._finish_plan(T_current, f"{where} (the object's end stop)")
+                else:
+                    self._enter(FAILED, f"execute: {where}; the hand cannot follow the plan")
+                return None
         return target
 
     def _blocked(self, T_current: np.ndarray, dt: float) -> bool:
