@@ -43,6 +43,7 @@ from t2a_bringup.bag_record import Recorder
 from t2a_bringup.core import artifacts
 from t2a_bringup.core.bag import BagReader, BagWriter
 from t2a_bringup.core.episode import EpisodeConfig, expert_reference
+from t2a_bringup.core.stack import load_description
 from t2a_common import ros_conv
 from t2a_common.core import kinematics
 from t2a_common.core.spot_arm import ARM_JOINT_NAMES
@@ -411,8 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("artifacts/demo"),
                    help="artifacts folder (replaced if it exists)")  # fmt: skip
-    p.add_argument("--mode", default="residual", choices=["residual", "open_loop", "absolute"],
-                   help="controller mode")  # fmt: skip
+    default_mode = {a.name: a.default for a in load_description().arguments("sim")}["control_mode"]
+    p.add_argument("--mode", default=default_mode, choices=["open_loop", "residual", "absolute"],
+                   help="controller mode (default: stack.yaml's control_mode)")  # fmt: skip
     p.add_argument("--policy-checkpoint", default="", help="'' = the shipped residual policy")
     p.add_argument("--track-checkpoint", default="", help="'' = the shipped track model")
     p.add_argument("--width", type=int, default=320, help="sim camera width (px)")
