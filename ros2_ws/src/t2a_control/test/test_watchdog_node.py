@@ -52,7 +52,9 @@ class FakeSpotRos2Arm:
         self.f1x = spot_arm.GRIPPER_JOINT.lower  # open
         self._pub = node.create_publisher(JointState, f"{spot}/joint_states", 10)
         node.create_subscription(JointState, f"{spot}/arm_joint_commands", self._on_command, 10)
-        for name in ("claim", "power_on", "stop", "open_gripper", "close_gripper"):
+        # the controller's start-up (claim, power_on, stand, arm_unstow) and shutdown calls too
+        for name in ("claim", "power_on", "stand", "arm_unstow", "arm_stow", "release", "stop",
+                     "open_gripper", "close_gripper"):  # fmt: skip
             node.create_service(Trigger, f"{spot}/{name}", self._trigger(name))
 
     def _on_command(self, msg: JointState) -> None:
