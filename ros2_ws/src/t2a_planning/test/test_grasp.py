@@ -262,3 +262,14 @@ def test_every_candidate_is_rehearsed_and_reported(turns):
     )
     assert result.ok
     assert len([c for c in result.candidates if c.feature.kind == "cylinder"]) == 2 * len(turns)
+
+
+def test_door_closing_without_a_visible_handle_is_pushed_near_its_free_edge():
+    door = rect([0.95, 0.0, 0.0], [0, 0.15, 0], [0, 0, 0.12])
+    motion = hinge(np.array([0.95, 0.15, 0.0]), 0.5)  # free edge (-y) swings away
+    result = grasp([door], [0], motion)
+    assert result.ok, result.message
+    assert result.chosen.feature.kind == "push_face", result.message
+    T = result.chosen.T_body_grasp
+    assert T[1, 3] < -0.05  # towards the free edge, where the face moves most
+    assert T[:3, 0] @ np.array([1.0, 0.0, 0.0]) > 0.7  # into the face

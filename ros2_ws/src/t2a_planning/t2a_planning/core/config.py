@@ -131,13 +131,18 @@ class PlannerConfig:
         "slip out (m)",
     )
     grasp_turns_rad: tuple[float, ...] = param(
-        (0.0, 0.3, -0.3, 0.6, -0.6),
+        (0.0, 0.15, -0.15, 0.3, -0.3, 0.45, -0.45, 0.6, -0.6),
         "turns of the approach about the part's axis tried per feature (the jaws stay across "
         "the part; the arm may reach one where another breaks a joint limit) (rad)",
     )
     jaw_reach_m: float = param(0.025, "jaw tips beyond the tool point along the approach (m)")
     grasp_max_joint_jump_rad: float = param(
         0.5, "largest joint change between neighbouring rehearsed poses (rad)"
+    )
+    grasp_joint_limit_margin_rad: float = param(
+        0.06,
+        "distance from every joint limit the rehearsal keeps (rad): a little more than the "
+        "controller's safety margin (0.05), which its own IK keeps",
     )
     workspace_min_m: tuple[float, ...] = param(
         (0.35, -0.8, -0.45), "lower corner of the hand workspace box, body frame (m)"
@@ -170,6 +175,7 @@ class PlannerConfig:
             value = getattr(self, name)
             check(value > 0.0, f"{name} must be > 0, got {value}")
         for name in ("grasp_region_dilate_px", "top_grasp_depth_m", "push_height_m",
+                     "grasp_joint_limit_margin_rad",
                      "jaw_offset_m", "jaw_clearance_m"):  # fmt: skip
             value = getattr(self, name)
             check(value >= 0.0, f"{name} must be >= 0, got {value}")

@@ -10,7 +10,8 @@ region the moving tracks cover, and searched for features a parallel gripper can
 - ``cylinder``: an upright cylinder (bottle) narrow enough for the jaws;
 - ``box_top``: a box whose top edge is level and free: the hand comes down onto it;
 - ``knob``: a small flat part whose thin side fits between the jaws (a lever's knob, a box's front);
-- ``push``: the motion is a level slide away from the robot: the closed jaws push the face.
+- ``push``: the motion is a level slide away from the robot: the closed jaws push the face;
+- ``push_face``: a face turning away from the robot is pushed where it moves most.
 
 Every feature gives candidate tool poses (approach direction, roll about it, and for upright
 parts a small turn about their axis). The gripper model is the Spot hand's tool frame
@@ -43,8 +44,9 @@ Solve = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]  # (T_body_tool,
 UP = np.array([0.0, 0.0, 1.0])
 # Kinds in the order they are preferred when several can be executed: a handle is made to be
 # held; a cylinder or box top is a firm grasp of the whole part; a knob grasp guesses the part's
-# depth. A push is preferred only when the motion is a level slide away (then it needs no grasp).
-PREFERENCE = ("push", "handle", "cylinder", "box_top", "knob")
+# depth. A push is preferred when the motion is a level slide away (then it needs no grasp); a
+# push on a face turning away (a door shut from the side without its handle) is the last resort.
+PREFERENCE = ("push", "handle", "cylinder", "box_top", "knob", "push_face")
 # Tool-frame boxes (x, y, z ranges, m) of the parts of the hand that must not touch the cloud.
 # The jaws run from the finger joint (0.11745 m from the wrist, the tool point 0.19557 m) to
 # jaw_reach_m beyond the tool point.
@@ -53,10 +55,16 @@ _FINGER_HALF_WIDTH = 0.015  # m, half the jaws' extent along tool y
 _PALM_HALF = 0.035  # m, half the gripper body's cross-section
 
 
-def default_solve(T_body_tool: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
-    """IK of the Spot arm model nearest ``q_seed``; None when the pose cannot be reached."""
-    result = kinematics.solve_ik(T_body_tool, q_seed)
-    return result.q if result.success else None
+def arm_solver(joint_limit_margin_rad: float = 0.0) -> Solve:
+    """IK of the Spot arm model nearest the seed, keeping ``joint_limit_margin_rad`` from every
+    limit (the controller keeps its own margin; a plan rehearsed without it can fail there)."""
+    ik_config = kinematics.IKConfig(joint_limit_margin=joint_limit_margin_rad)
+
+    def solve(T_body_tool: np.ndarray, q_seed: np.ndarray) -> np.ndarray | None:
+        result = kinematics.solve_ik(T_body_tool, q_seed, ik_config)
+        return result.q if result.success else None
+
+    return solve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,6 +325,39 @@ def _handle(
     return Feature("handle", centre, -n, axis, half, abs(axis @ UP) > 0.7, note), ""
 
 
+def _face_push(
+    F: np.ndarray,
+    sh: np.ndarray,
+    sv: np.ndarray,
+    n: np.ndarray,
+    h_dir: np.ndarray,
+    motion_body: np.ndarray,
+    vertical: bool,
+) -> Feature | str:
+    """A push on a face that turns away from the robot (a door swung shut from the side the
+    camera sees), or why there is none. The contact is where the face moves most into itself,
+    kept 3 cm inside its edges so the jaw tips cannot slip off.
+
+    F: (K, 3) the face's points; sh, sv: their coordinates along the face (m); n: its normal
+    towards the camera.
+    """
+    if not vertical:
+        return "push_face: the face is not upright"
+    into = -((_transform(motion_body[-1], F) - F) @ n)  # (K,) m each point moves into the face
+    inner = (
+        (sh - sh.min() > 0.03)
+        & (sh.max() - sh > 0.03)
+        & (sv - sv.min() > 0.03)
+        & (sv.max() - sv > 0.03)
+    )
+    if not inner.any() or into[inner].max() < 0.03:
+        return "push_face: no part of the face moves 3 cm away from the robot"
+    best = inner & (into >= 0.9 * into[inner].max())
+    contact = np.median(F[best], axis=0)
+    note = f"face turning away, {100 * into[inner].max():.0f} cm at the contact"
+    return Feature("push_face", contact, -n, h_dir, 0.0, False, note)
+
+
 def find_features(
     P: np.ndarray,
     camera_body: np.ndarray,
@@ -473,6 +514,11 @@ def find_features(
             )
         else:
             notes.append("push: the part does not slide level away from the robot")
+            face = _face_push(F, sh, sv, n_plane, h_dir, motion_body, vertical)
+            if isinstance(face, Feature):
+                features.append(face)
+            else:
+                notes.append(face)
     else:
         notes.append(
             f"no surface: the best plane holds {int(in_plane.sum())} and the best upright "
@@ -489,7 +535,7 @@ def _tool_pose(feature: Feature, roll: float, turn: float, config: PlannerConfig
     a = feature.approach
     if turn:  # about the part's own axis, so the jaws still close across it
         a = se3.so3_exp(turn * feature.axis) @ a
-    if feature.kind == "push":
+    if feature.kind.startswith("push"):
         z = _unit(UP - (UP @ a) * a)
     else:
         z = _unit(np.cross(a, feature.axis))  # across the part's long axis
@@ -500,7 +546,7 @@ def _tool_pose(feature: Feature, roll: float, turn: float, config: PlannerConfig
     y = np.cross(z, a)
     T = np.eye(4)
     T[:3, :3] = np.stack([a, y, z], axis=1)
-    if feature.kind == "push":  # the closed jaws' tips touch the face
+    if feature.kind.startswith("push"):  # the closed jaws' tips touch the face
         T[:3, 3] = feature.centre - config.jaw_reach_m * a
     else:  # the part rests jaw_clearance_m off the fixed jaw, grasp_depth_bias_m inside
         shift = feature.half_width - config.jaw_offset_m + config.jaw_clearance_m
@@ -602,9 +648,10 @@ def synthesize_grasp(
     (M, 3): P0 pixels of the moving points and their lifted positions (camera frame);
     motion_body: (H+1, 4, 4) object motion in the body frame; T_body_tool: current hand pose;
     q_start: current arm joints (default: IK of T_body_tool from the ready pose); solve:
-    ``(T, q_seed) -> q | None`` (default: the Spot arm model's IK).
+    ``(T, q_seed) -> q | None`` (default: the Spot arm model's IK with
+    ``config.grasp_joint_limit_margin_rad``).
     """
-    solve = solve or default_solve
+    solve = solve or arm_solver(config.grasp_joint_limit_margin_rad)
     T_body_cam = np.asarray(T_body_cam, float)
     empty = np.zeros((0, 3))
     cloud, why = part_cloud(depth, intrinsics, T_body_cam, moving_px, moving_cam, config)
@@ -633,7 +680,9 @@ def synthesize_grasp(
         )
     candidates = []
     for f in features:
-        turns = (0.0,) if f.kind == "push" else config.grasp_turns_rad
+        turns = config.grasp_turns_rad
+        if f.kind.startswith("push"):  # tilted down only: the jaws' tips, not their underside, push
+            turns = tuple(t for t in turns if t >= 0.0)
         for roll in (0.0, np.pi):
             for turn in turns:
                 try:
@@ -645,7 +694,7 @@ def synthesize_grasp(
                     continue
                 T_pre = T.copy()
                 T_pre[:3, 3] -= config.standoff_m * T[:3, 0]
-                reason = _clearance(T, cloud, config, f.kind == "push")
+                reason = _clearance(T, cloud, config, f.kind.startswith("push"))
                 cost = np.inf
                 if not reason:
                     cost, reason = rehearse(
