@@ -273,3 +273,24 @@ def test_door_closing_without_a_visible_handle_is_pushed_near_its_free_edge():
     T = result.chosen.T_body_grasp
     assert T[1, 3] < -0.05  # towards the free edge, where the face moves most
     assert T[:3, 0] @ np.array([1.0, 0.0, 0.0]) > 0.7  # into the face
+
+
+def test_plan_carries_the_grasp_and_its_markers_show_it():
+    from builtin_interfaces.msg import Time
+
+    from t2a_planning.ros_conv import plan_markers
+
+    bottle = cylinder([0.95, 0.0, TABLE_Z], 0.033, 0.0, 0.2)
+    depth, _, _, tracks = scene([bottle], [0], lift())
+    plan = plan_from_tracks(tracks, INTR, T_BODY_CAM, start_pose(), depth=depth, q_start=Q_START)
+    assert plan.ok and plan.grasp_kind == "cylinder" and "grasp: cylinder" in plan.message
+    T = plan.ee_poses[plan.grasp_step]
+    np.testing.assert_allclose(T[:3, 3] - plan.pregrasp_pose[:3, 3], 0.1 * T[:3, 0], atol=1e-9)
+    grasp = {m.id: m for m in plan_markers(plan, None, T_BODY_CAM, Time(), "body").markers
+             if m.ns == "grasp"}  # fmt: skip
+    arrow, jaws, text = grasp[0], grasp[1], grasp[2]
+    assert np.allclose([arrow.points[1].x, arrow.points[1].y, arrow.points[1].z], T[:3, 3])
+    jaw_dir = np.array([jaws.points[1].x - jaws.points[0].x, jaws.points[1].y - jaws.points[0].y,
+                        jaws.points[1].z - jaws.points[0].z])  # fmt: skip
+    assert abs(jaw_dir @ T[:3, 2]) / np.linalg.norm(jaw_dir) > 0.99  # the closing direction
+    assert text.text == "cylinder" and text.header.frame_id == "body"
