@@ -328,6 +328,29 @@ def test_the_driver_can_hold_the_estop(server: FakeSpotServer) -> None:
     assert robot.lease_owner is None
 
 
+def test_release_returns_the_lease_and_claim_takes_it_again(
+    server: FakeSpotServer, driver: BosdynArmDriver
+) -> None:
+    assert driver.claim()[0]
+    assert driver.release() == (True, "lease returned")
+    assert server.robot.lease_owner is None
+    assert driver.release() == (True, "no lease held")
+    assert driver.claim() == (True, "lease acquired")
+
+
+def test_estop_without_an_endpoint_stops_and_cuts_power(
+    server: FakeSpotServer, driver: BosdynArmDriver
+) -> None:
+    robot = server.robot
+    assert driver.claim()[0] and driver.power_on()[0] and driver.stand()[0]
+    ok, text = driver.estop()
+    assert ok, text
+    assert not robot.powered
+    assert any(c.kinds == ("stop",) for c in robot.commands), robot.commands
+    ok, text = driver.unstow()
+    assert not ok  # nothing moves until power_on
+
+
 def test_close_returns_the_lease(server: FakeSpotServer) -> None:
     driver = BosdynArmDriver(config(server))
     assert driver.claim()[0]

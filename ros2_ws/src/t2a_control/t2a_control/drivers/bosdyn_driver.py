@@ -516,8 +516,9 @@ class BosdynArmDriver:
         return self._run("release", release)
 
     def estop(self) -> tuple[bool, str]:
-        """Gentle estop: with an estop endpoint held here (estop='register') settle then cut
-        power; otherwise a safe power off (the holder of the external estop can still cut)."""
+        """Estop: with an estop endpoint held here (estop='register') settle then cut power;
+        otherwise stop all motion and cut motor power through the lease (the holder of the
+        external estop, e.g. the tablet, can still cut it too)."""
 
         def estop() -> str:
             self._reset_stream()
@@ -525,8 +526,11 @@ class BosdynArmDriver:
                 self._estop_keepalive.settle_then_cut()
                 return "estop: settle then cut"
             self._need_lease()
-            self.robot.power_off(cut_immediately=False, timeout_sec=self.cfg.power_timeout_s)
-            return "safe power off (no estop endpoint held here)"
+            self._command_client.robot_command(
+                RobotCommandBuilder.stop_command(), timeout=self.cfg.rpc_timeout_s
+            )
+            self.robot.power_off(cut_immediately=True, timeout_sec=self.cfg.power_timeout_s)
+            return "stopped and cut motor power (no estop endpoint held here)"
 
         return self._run("estop", estop)
 
