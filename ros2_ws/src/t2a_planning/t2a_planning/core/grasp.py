@@ -336,7 +336,7 @@ def _face_push(
 ) -> Feature | str:
     """A push on a face that turns away from the robot (a door swung shut from the side the
     camera sees), or why there is none. The contact is where the face moves most into itself,
-    kept 3 cm inside its edges so the jaw tips cannot slip off.
+    kept 3 cm (a quarter of a narrow face) inside its edges so the jaw tips cannot slip off.
 
     F: (K, 3) the face's points; sh, sv: their coordinates along the face (m); n: its normal
     towards the camera.
@@ -344,11 +344,9 @@ def _face_push(
     if not vertical:
         return "push_face: the face is not upright"
     into = -((_transform(motion_body[-1], F) - F) @ n)  # (K,) m each point moves into the face
+    mh, mv = min(0.03, 0.25 * np.ptp(sh)), min(0.03, 0.25 * np.ptp(sv))  # a face seen edge-on
     inner = (
-        (sh - sh.min() > 0.03)
-        & (sh.max() - sh > 0.03)
-        & (sv - sv.min() > 0.03)
-        & (sv.max() - sv > 0.03)
+        (sh - sh.min() > mh) & (sh.max() - sh > mh) & (sv - sv.min() > mv) & (sv.max() - sv > mv)
     )
     if not inner.any() or into[inner].max() < 0.03:
         return "push_face: no part of the face moves 3 cm away from the robot"
@@ -445,8 +443,15 @@ def find_features(
             top_span = float(np.ptp((top - p_plane) @ h_dir)) if len(top) else 0.0
             n_h = _unit(np.r_[n_plane[:2], 0.0])
             behind = -(top - p_plane) @ n_h if len(top) else np.zeros(1)
-            depth = float(behind.max()) if behind.max() > 0.02 else width
-            if top_span >= 0.6 * width:
+            seen = behind.max() > 0.02
+            depth = float(behind.max()) if seen else width
+            if tall > 2.0 * width or (seen and depth < 0.6 * width):
+                # A panel seen at an angle (an open door) also shows a narrow upright face.
+                notes.append(
+                    f"box_top: {100 * width:.1f} cm wide, {100 * tall:.1f} cm tall"
+                    f"{f', {100 * depth:.1f} cm deep' if seen else ''} is a panel, not a box"
+                )
+            elif top_span >= 0.6 * width:
                 centre = face_c.copy()
                 centre[:2] -= n_h[:2] * depth / 2
                 centre[2] = z_hi - config.top_grasp_depth_m
@@ -467,7 +472,7 @@ def find_features(
                     f"box_top: the top edge spans {100 * top_span:.1f} of {100 * width:.1f} cm"
                 )
         thin, long_dir, long_len = (width, v_dir, tall) if width <= tall else (tall, h_dir, width)
-        if handle is None and thin <= config.max_grasp_width_m and long_len <= 0.2:
+        if handle is None and thin <= config.max_grasp_width_m and long_len <= 0.12:
             features.append(
                 Feature(
                     "knob",
