@@ -294,3 +294,10 @@ def test_plan_carries_the_grasp_and_its_markers_show_it():
                         jaws.points[1].z - jaws.points[0].z])  # fmt: skip
     assert abs(jaw_dir @ T[:3, 2]) / np.linalg.norm(jaw_dir) > 0.99  # the closing direction
     assert text.text == "cylinder" and text.header.frame_id == "body"
+
+
+def test_a_narrow_tall_panel_is_not_taken_for_a_box():
+    panel = rect([0.9, 0.0, -0.01], [0, 0.04, 0], [0, 0, 0.11])  # an open door seen edge-on
+    result = grasp([panel], [0], lift(dz=0.05))
+    assert all(f.kind != "box_top" for f in result.features)
+    assert "is a panel, not a box" in result.message
