@@ -194,7 +194,16 @@ def part_cloud(
         )
     x = (pix[:, 0] - intrinsics.cx) / intrinsics.fx * z
     y = (pix[:, 1] - intrinsics.cy) / intrinsics.fy * z
-    P_body = _transform(np.asarray(T_body_cam, float), np.stack([x, y, z], axis=1))
+    T_body_cam = np.asarray(T_body_cam, float)
+    P_body = _transform(T_body_cam, np.stack([x, y, z], axis=1))
+    # What lies below the lowest moving point is what the part stands on (the table).
+    floor = float(_transform(T_body_cam, P_cam)[:, 2].min()) - 0.01
+    P_body = P_body[P_body[:, 2] >= floor]
+    if len(P_body) < config.grasp_min_cloud_points:
+        return None, (
+            f"only {len(P_body)} pixels of the moving part's region lie on it, need "
+            f"{config.grasp_min_cloud_points}"
+        )
     return P_body, ""
 
 
@@ -293,10 +302,29 @@ def _handle(
     out = height > config.grasp_protrusion_m
     if out.sum() < 8:
         return None, f"handle: {int(out.sum())} points stand out of the surface, need 8"
-    group = _clusters(P[out], 0.015)[0]
-    Q, hq = P[out][group], height[out][group]
+    reasons = []
+    for group in _clusters(P[out], 0.015)[:4]:  # the largest first; a stray surface may be one
+        feature, why = _bar(P[out][group], height[out][group], normal_at, config)
+        if feature is not None:
+            return feature, ""
+        reasons.append(why)
+    return None, "handle: " + "; ".join(reasons)
+
+
+def _bar(
+    Q: np.ndarray,
+    hq: np.ndarray,
+    normal_at: Callable[[np.ndarray], np.ndarray],
+    config: PlannerConfig,
+) -> tuple[Feature | None, str]:
+    """A handle bar from one group of protruding points (Q (K, 3), hq (K,) their heights), or
+    why the group is not one."""
     if len(Q) < 8:
-        return None, f"handle: the largest protrusion has {len(Q)} points, need 8"
+        return None, f"a protrusion of {len(Q)} points (need 8)"
+    if np.max(hq) > 0.12 or np.ptp(hq) > 0.07:
+        # Handles stand 3-6 cm proud on posts; a surface reaching far out (the table in front
+        # of a drawer, seen through the part's outline) is not one.
+        return None, f"a protrusion reaching {100 * np.max(hq):.0f} cm out is a surface, not a bar"
     n = normal_at(Q.mean(axis=0))  # towards the camera
     flat = Q - np.outer((Q - Q.mean(axis=0)) @ n, n)  # projected onto the surface
     c = flat.mean(axis=0)
@@ -307,9 +335,13 @@ def _handle(
     s_axis, s_across = (flat - c) @ axis, (flat - c) @ across
     length = float(np.ptp(s_axis))
     thick = float(np.ptp(s_across))
-    if length < config.grasp_min_handle_length_m or length < 1.5 * thick:
+    if (
+        length < config.grasp_min_handle_length_m
+        or length < 1.5 * thick
+        or thick > config.max_grasp_width_m
+    ):
         return None, (
-            f"handle: protrusion {100 * length:.1f} x {100 * thick:.1f} cm is not a bar "
+            f"protrusion {100 * length:.1f} x {100 * thick:.1f} cm is not a bar "
             f"(need >= {100 * config.grasp_min_handle_length_m:.0f} cm long, 1.5x its width)"
         )
     half = float(np.clip(thick / 2, 0.006, 0.03))
