@@ -127,3 +127,27 @@ def test_preview_waits_for_execute_and_stop_and_estop_leave_the_arm_still() -> N
         node.destroy_node()
         out = ctl.stop(timeout=30.0)
     assert "robot ready (claim, power_on, stand, unstow)" in out, out[-3000:]
+
+
+def test_the_controller_stows_and_releases_the_lease_when_it_stops() -> None:
+    with ChildProcess(SIM) as sim, ChildProcess(STATE), ros_context() as ctx:
+        node = rclpy.create_node("shutdown_probe", context=ctx)
+        got: dict = {}
+        node.create_subscription(JointState, "/spot/joint_states",
+                                 lambda m: got.__setitem__("joints", m), LATCHED)  # fmt: skip
+        with ChildProcess(CONTROLLER) as ctl:
+            assert spin_until(node, lambda: "joints" in got, 60.0), sim.stop()[-2000:]
+            spin_until(node, lambda: False, 8.0)  # start-up: claim, power_on, stand, unstow
+            out = ctl.stop(timeout=30.0)
+        assert "robot ready" in out, out[-3000:]
+        assert "shutdown sequence: stow, release" in out, out[-3000:]
+
+        def q() -> np.ndarray:
+            return ros_conv.joint_positions(got["joints"], spot_arm.ARM_JOINT_NAMES, "spot/")
+
+        # arm_stow blocked until the arm got there: the sim's arm is stowed
+        spin_until(node, lambda: np.abs(q() - spot_arm.STOW).max() < 0.05, 5.0)
+        np.testing.assert_allclose(q(), spot_arm.STOW, atol=0.05)
+        node.destroy_node()
+        log = sim.stop()
+    assert "arm_stow: stowed" in log and "release: lease released" in log, log[-3000:]

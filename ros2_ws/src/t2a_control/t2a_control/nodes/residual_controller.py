@@ -19,20 +19,23 @@ variable that ``bosdyn.password_env`` names).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
+import rclpy
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
-from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
 from t2a_control.core.controller import Command, Controller, Observation
 from t2a_control.core.driver import SHUTDOWN, STARTUP, LiveArmDriver, run_sequence
@@ -92,6 +95,7 @@ class ResidualControllerNode(Node):
         self._plan_id: str | None = None
         self._gripper_open: bool | None = None
         self._pending = None  # preview: the plan waiting for /t2a/execute
+        self._closing = False  # shutting down: no more ticks (no command may follow the stow)
         self._started = threading.Event()  # the start-up sequence is done
         self._startup_note = "start-up sequence not run (auto_start false)"
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -184,29 +188,24 @@ class ResidualControllerNode(Node):
     def destroy_node(self) -> None:
         """Release the driver (the bosdyn backend returns the lease) before the node goes."""
         driver = getattr(self, "driver", None)
-        if driver is not None and self.cfg.stow_on_exit and self._started.is_set():
-            self._shut_down()
         if driver is not None:
             driver.close()
         super().destroy_node()
 
-    def _shut_down(self) -> None:
-        """The shutdown sequence (stow, release); the node's executor has stopped, so the
-        driver's service answers are spun here."""
-        from rclpy.executors import SingleThreadedExecutor
-
-        executor = SingleThreadedExecutor(context=self.context)
-        try:
-            executor.add_node(self)
-            spinner = threading.Thread(target=executor.spin, daemon=True)
-            spinner.start()
-            ok, text = run_sequence(self.driver, SHUTDOWN)
-            log = self.get_logger().info if ok else self.get_logger().error
-            log(f"shutdown sequence: {text}")
-        except Exception as exc:  # the context may be gone already (external shutdown)
-            self.get_logger().error(f"shutdown sequence not run: {exc}")
-        finally:
-            executor.shutdown(timeout_sec=1.0)
+    def shut_down(self) -> None:
+        """The shutdown sequence (arm_stow, release) with ``stow_on_exit`` once the start-up has
+        run. The executor must still spin: the driver's answers arrive through it."""
+        if not (self.cfg.stow_on_exit and self._started.is_set()):
+            return
+        with self._lock:
+            # spot_ros2 queues joint commands behind a blocking arm_stow and runs them after it:
+            # a hold command from one more tick would move the arm back out of the stow.
+            self._closing = True
+            self.controller.stop()
+            self._pending = None
+        ok, text = run_sequence(self.driver, SHUTDOWN)
+        log = self.get_logger().info if ok else self.get_logger().error
+        log(f"shutdown sequence: {text}")
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
@@ -309,7 +308,8 @@ class ResidualControllerNode(Node):
     # ------------------------------------------------------------------ the loop
     def _on_tick(self) -> None:
         with self._lock:
-            self._tick()
+            if not self._closing:
+                self._tick()
 
     def _policy_input_errors(self) -> dict[str, str]:
         """Why the goal image cannot be used with the current tracks (Observation.input_errors)."""
@@ -406,10 +406,38 @@ class ResidualControllerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # The tick, the camera, the plan group, the operator's services and the driver's service
-    # answers: a thread each, so a stop waiting on the driver's answer never starves the thread
-    # that delivers it.
-    return run_node(ResidualControllerNode, args, threads=5)
+    """Spin until Ctrl-C or an external shutdown. rclpy's own SIGINT handler would shut the
+    context down before the node could stow the arm; here Ctrl-C stops the spin, the shutdown
+    sequence runs on a spinning executor, and only then does the context go."""
+    rclpy.init(args=sys.argv if args is None else args,
+               signal_handler_options=SignalHandlerOptions.NO)  # fmt: skip
+    node = None
+    try:
+        try:
+            node = ResidualControllerNode()
+        except ValueError as exc:
+            rclpy.logging.get_logger("t2a").fatal(str(exc))
+            return 1
+        # The tick, the camera, the plan group, the operator's services and the driver's
+        # service answers: a thread each, so a stop waiting on the driver's answer never starves
+        # the thread that delivers it.
+        executor = MultiThreadedExecutor(5)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except KeyboardInterrupt:
+            if rclpy.ok():
+                threading.Thread(target=executor.spin, daemon=True).start()
+                node.shut_down()
+        executor.shutdown(timeout_sec=2.0)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
