@@ -131,3 +131,23 @@ def test_sim_node_publishes_camera_and_obeys_spot_ros2_commands():
         assert (st.task, st.split, st.seed) == ("drawer_open", "G", 4)
         assert not st.success and st.error_names == ["joint"] and st.error_values[0] > 0
         node.destroy_node()
+
+
+def test_single_point_move_profile_is_minimum_time_at_the_limits() -> None:
+    from t2a_sim.nodes.sim_node import single_point_move_duration, single_point_move_fraction
+
+    v, a = 1.0, 5.0
+    # short move: accelerate, decelerate (triangle); long move: coast at v in between
+    assert single_point_move_duration(np.array([0.05, 0, 0, 0, 0, 0]), v, a) == pytest.approx(
+        2 * np.sqrt(0.05 / a)
+    )
+    assert single_point_move_duration(np.array([0, -1.0, 0.5, 0, 0, 0]), v, a) == pytest.approx(
+        1.0 / v + v / a
+    )
+    for d in (0.05, 1.0):
+        T = single_point_move_duration(np.array([d, 0, 0, 0, 0, 0]), v, a)
+        t = np.linspace(0.0, T, 201)
+        s = np.array([single_point_move_fraction(x, T, v, a) for x in t])
+        assert s[0] == 0.0 and s[-1] == 1.0 and np.all(np.diff(s) >= -1e-12)
+        speed = np.diff(s * d) / np.diff(t)  # rad/s of the leading joint
+        assert speed.max() <= v + 1e-6
