@@ -404,6 +404,31 @@ def test_a_hand_blocked_near_the_plan_end_finishes_the_plan():
     assert abs(_released_at(loop)[0, 3] - stop_x) < 0.005
 
 
+def test_the_retreat_backs_out_along_the_approach_turned_with_the_object():
+    """A door-like plan: the hand comes in along +x, then the handle swings 0.6 rad about a
+    vertical hinge. The retreat leaves along the turned approach line, not the body's -x."""
+    T_grasp = fk(READY)
+    T_grasp[:3, 3] = [0.95, 0.05, 0.05]
+    hinge = T_grasp[:3, 3] + [0.0, -0.25, 0.0]
+    poses = []
+    for a in np.linspace(0.0, 0.6, 11):
+        R = so3_exp(np.array([0.0, 0.0, a]))
+        T = T_grasp.copy()
+        T[:3, :3] = R @ T_grasp[:3, :3]
+        T[:3, 3] = hinge + R @ (T_grasp[:3, 3] - hinge)
+        poses.append(T)
+    T_pre = T_grasp.copy()
+    T_pre[0, 3] -= 0.08  # approach along +x
+    plan = pull_plan(ee_poses=np.array(poses), pregrasp=T_pre)
+    loop = make_loop(plan=plan)
+    cmd = loop.run_until(finished)
+    assert cmd.state == "done", cmd.hold_reason
+    released = _released_at(loop)[:3, 3]
+    moved = fk(loop.driver.joint_positions()[0])[:3, 3] - released
+    expected = -0.1 * (so3_exp(np.array([0.0, 0.0, 0.6])) @ np.array([1.0, 0.0, 0.0]))
+    np.testing.assert_allclose(moved, expected, atol=0.006)
+
+
 @pytest.mark.parametrize(("left_m", "end"), [(0.07, "done"), (0.15, "failed")])
 def test_a_hand_still_lagging_at_the_execute_timeout_ends_by_the_same_rule(left_m, end):
     """Without the stall rule (a hand that creeps, say), the execute timeout decides the same

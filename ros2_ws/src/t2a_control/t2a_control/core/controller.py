@@ -6,7 +6,8 @@ so the node, the simulator and tests drive it the same way. Each tick:
 1. watchdog: any watched input stale -> hold position (resume when fresh);
 2. state machine picks the hand goal ``a_bar_t``: the pre-grasp pose (approach), the grasp pose
    ``ee_poses[grasp_step]`` (grasp, then close the gripper), the plan sampled by time (execute),
-   or a retreat along the approach direction after opening the gripper (release). Once the
+   or a retreat along the approach direction, turned as the object turned, after opening the
+   gripper (release). Once the
    gripper has closed, the rest of the plan is re-anchored to the realised grasp: with plan poses
    ``ee[k] = M_k G`` (object motion ``M_k``, planned grasp ``G``) and the measured hand pose
    ``H`` at the close, execute tracks ``ee[k] inv(G) H``, so the object makes its planned motion
@@ -369,7 +370,7 @@ class Controller:
         d = plan.ee_poses[plan.grasp_step][:3, 3] - plan.pregrasp[:3, 3]
         n = float(np.linalg.norm(d))
         # Without a standoff there is no approach line; back out along the hand's own x axis.
-        self._approach_dir = d / n if n > 1e-6 else plan.ee_poses[-1][:3, 0].copy()
+        self._approach_dir = d / n if n > 1e-6 else plan.ee_poses[plan.grasp_step][:3, 0].copy()
         reset = getattr(self.policy, "reset", None)
         if callable(reset):
             reset()
@@ -667,7 +668,7 @@ class Controller:
                 return self._release_pose  # stay still while the fingers open
             self._sub_started = self._phase_time
             self._retreat_goal = self._release_pose.copy()
-            self._retreat_goal[:3, 3] -= self.config.retreat_distance_m * self._approach_dir
+            self._retreat_goal[:3, 3] -= self.config.retreat_distance_m * self._retreat_dir()
         if self._reached(T_current, self._retreat_goal):
             self._enter(DONE, self._note)
             return None
@@ -698,6 +699,14 @@ class Controller:
             out.append(res.q)
             seed = res.q
         return out
+
+    def _retreat_dir(self) -> np.ndarray:
+        """The approach direction (3,) as the object's motion has turned it by the plan's end:
+        backing out of an opened door's handle or a pressed lever along the way the hand went
+        in, not along the body-frame line it came in on (that would drag the part along)."""
+        plan = self._plan
+        R_end = plan.ee_poses[-1][:3, :3] @ plan.ee_poses[plan.grasp_step][:3, :3].T
+        return R_end @ self._approach_dir
 
     def _timeout(self, what: str, T_current: np.ndarray, T_goal: np.ndarray) -> None:
         p_err, r_err = pose_error(T_current, T_goal)
@@ -760,7 +769,7 @@ class Controller:
         """
         plan = self._plan
         T_retreat = plan.ee_poses[-1].copy()
-        T_retreat[:3, 3] -= self.config.retreat_distance_m * self._approach_dir
+        T_retreat[:3, 3] -= self.config.retreat_distance_m * self._retreat_dir()
         poses = [("pre-grasp pose", plan.pregrasp)]
         poses += [
             (f"plan pose {k}", plan.ee_poses[k]) for k in range(plan.grasp_step, len(plan.ee_poses))
