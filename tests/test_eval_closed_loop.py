@@ -93,6 +93,8 @@ def test_failure_taxonomy_is_task_aware():
     assert _classify(_plan(), "failed", "IK no_convergence", True, 9, cfg, lift, {}, 0)[0] == (
         "ik_unreachable"
     )
+    no_ik = "pre-grasp pose is not reachable (joint_limits): every exact solution is outside"
+    assert _classify(_plan(), "failed", no_ik, False, 0.2, cfg, push, {}, 0)[0] == "ik_unreachable"
     assert _classify(_plan(3, "no motion"), "failed", "", False, 0, cfg, lift, {}, 0) == (
         "plan_failed",
         "no motion",

@@ -311,7 +311,7 @@ def _classify(
     )  # fmt: skip
     if state == "failed":
         text = message.lower()
-        if "ik " in text or "unreachable" in text:
+        if "ik " in text or "unreachable" in text or "not reachable" in text:
             return "ik_unreachable", message
         if "stale" in text:
             return "watchdog", message
