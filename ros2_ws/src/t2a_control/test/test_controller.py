@@ -429,6 +429,20 @@ def test_the_retreat_backs_out_along_the_approach_turned_with_the_object():
     np.testing.assert_allclose(moved, expected, atol=0.006)
 
 
+def test_a_retreat_that_cannot_finish_ends_done_with_a_note():
+    """The object is released where the plan left it; only the controller's own move away
+    fails (an obstacle above the hand): done, not failed, and the message says why."""
+    plan = pull_plan()
+    ceiling = plan.ee_poses[-1][2, 3] + 0.03
+    loop = walled_loop(None, ControllerConfig(retreat_timeout_s=2.0), plan)
+    loop.run_until(lambda c: c.state == "release")
+    loop.driver.wall = lambda T: T[2, 3] > ceiling
+    cmd = loop.run_until(finished)
+    assert cmd.state == "done", cmd.hold_reason
+    assert cmd.message.startswith("released; the retreat pose was not reached in time")
+    assert cmd.gripper_open
+
+
 @pytest.mark.parametrize(("left_m", "end"), [(0.07, "done"), (0.15, "failed")])
 def test_a_hand_still_lagging_at_the_execute_timeout_ends_by_the_same_rule(left_m, end):
     """Without the stall rule (a hand that creeps, say), the execute timeout decides the same

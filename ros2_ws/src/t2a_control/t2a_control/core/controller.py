@@ -27,7 +27,8 @@ for a policy input that has not arrived or is unusable) and failed (bad plan, a 
 reach for ``ik_fail_ticks`` ticks, a timeout, a broken policy, a policy input still missing after
 ``policy_input_timeout_s``, a hand blocked with much of the plan still ahead). A plan followed to
 its end is done, also when the hand ends blocked in its last ``blocked_finish_fraction`` (the
-object at its end stop: a closed door, a drawer pushed home).
+object at its end stop: a closed door, a drawer pushed home), and when, the object released, the
+controller's own retreat cannot finish (the message says so).
 """
 
 from __future__ import annotations
@@ -477,6 +478,7 @@ class Controller:
         # execute: inv(G) @ H, the grasp pose the hand was sent to -> the hand pose measured once
         # the gripper closed (the realised grasp); plan poses from the grasp on are ee[k] @ it
         self._anchor: np.ndarray | None = None
+        self._grasp_hand: np.ndarray | None = None  # (4, 4) measured hand pose at the close
         self._stalled_s = 0.0  # execute: how long the hand has not moved with the clock waiting
         self._settle_started: float | None = None
         self._step = -1
@@ -570,6 +572,7 @@ class Controller:
                 self._enter(EXECUTE)
                 self._clock = 0.0
                 self._stalled_s = 0.0
+                self._grasp_hand = T_current.copy()
                 if self.config.reanchor_after_grasp:
                     # The hand closed where it is, not where it was sent (contact stopped it
                     # short): move the rest of the plan with it, so the object makes its planned
@@ -668,12 +671,21 @@ class Controller:
                 return self._release_pose  # stay still while the fingers open
             self._sub_started = self._phase_time
             self._retreat_goal = self._release_pose.copy()
-            self._retreat_goal[:3, 3] -= self.config.retreat_distance_m * self._retreat_dir()
+            step = self.config.retreat_distance_m * self._retreat_dir(self._release_pose)
+            self._retreat_goal[:3, 3] -= step
         if self._reached(T_current, self._retreat_goal):
             self._enter(DONE, self._note)
             return None
         if self._phase_time - self._sub_started > self.config.retreat_timeout_s:
-            return self._timeout("release: retreat pose", T_current, self._retreat_goal)
+            # The object is released where the plan left it; only the controller's own move
+            # away from it failed: the run is done, and says so.
+            p_err, r_err = pose_error(T_current, self._retreat_goal)
+            self._enter(
+                DONE,
+                f"released; the retreat pose was not reached in time ({p_err:.3f} m, "
+                f"{r_err:.3f} rad off)",
+            )
+            return None
         return self._move(T_current, self._retreat_goal, dt)
 
     def _approach_joints(
@@ -700,13 +712,17 @@ class Controller:
             seed = res.q
         return out
 
-    def _retreat_dir(self) -> np.ndarray:
-        """The approach direction (3,) as the object's motion has turned it by the plan's end:
-        backing out of an opened door's handle or a pressed lever along the way the hand went
-        in, not along the body-frame line it came in on (that would drag the part along)."""
-        plan = self._plan
-        R_end = plan.ee_poses[-1][:3, :3] @ plan.ee_poses[plan.grasp_step][:3, :3].T
-        return R_end @ self._approach_dir
+    def _retreat_dir(self, T_release: np.ndarray | None = None) -> np.ndarray:
+        """The approach direction (3,) as the object's motion has turned it: backing out of an
+        opened door's handle or a pressed lever along the way the hand went in, not along the
+        body-frame line it came in on (that would drag the part along). Turned by the hand's
+        measured rotation from the close to ``T_release`` when known, else by the plan's."""
+        if T_release is not None and self._grasp_hand is not None:
+            R = T_release[:3, :3] @ self._grasp_hand[:3, :3].T
+        else:
+            plan = self._plan
+            R = plan.ee_poses[-1][:3, :3] @ plan.ee_poses[plan.grasp_step][:3, :3].T
+        return R @ self._approach_dir
 
     def _timeout(self, what: str, T_current: np.ndarray, T_goal: np.ndarray) -> None:
         p_err, r_err = pose_error(T_current, T_goal)
@@ -927,7 +943,12 @@ class Controller:
         """Hold in place this tick; fail once it has happened ``ik_fail_ticks`` times in a row."""
         self._bad_ticks += 1
         if self._bad_ticks >= self.config.ik_fail_ticks:
-            return self._fail(obs, f"{reason} ({self._bad_ticks} ticks in a row)")
+            why = f"{reason} ({self._bad_ticks} ticks in a row)"
+            if self._phase == RELEASE and self._sub_started is not None:
+                # Released, backing away: the plan is through and the object let go.
+                self._enter(DONE, f"released; the retreat stopped: {why}")
+                return self._passive(obs)
+            return self._fail(obs, why)
         return self._emit(obs, obs.q, state=HOLD, send=True, ee_goal=fk(obs.q), reason=reason)
 
     def _hold(self, obs: Observation, reason: str) -> Command:
