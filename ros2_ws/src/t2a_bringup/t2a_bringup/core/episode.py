@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import types
 from collections.abc import Callable
 
 import numpy as np
@@ -88,7 +89,8 @@ class Reference:
     tick_object_poses: np.ndarray  # (T, 4, 4) T_body_part
     tick_tool_targets: np.ndarray  # (T, 4, 4) the expert's commanded T_body_tool
     tick_phases: tuple[str, ...]  # (T,) expert phase names ("start", "approach", ...)
-    # (H+1, 400, 2) GT tracks of the stack's own query grid (STACK_QUERY_POINTS), same steps
+    # (H+1, N, 2) GT tracks of the stack's own query points (expert_reference's query_points,
+    # by default the STACK_QUERY_POINTS grid), same steps
     grid_tracks_px: np.ndarray | None = None
 
 
@@ -116,11 +118,24 @@ def sim_config(cfg: EpisodeConfig, base: SimConfig | None = None) -> SimConfig:
     return dataclasses.replace(base or SimConfig(), width=cfg.width, height=cfg.height)
 
 
-def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Reference:
+def stack_query_points(rgb0: np.ndarray, goal_rgb: np.ndarray) -> np.ndarray:
+    """The stack's own query points ``P0`` (N, 2) px for I0 and the goal: the track_predictor's
+    default, a uniform grid of STACK_QUERY_POINTS (no privileged segmentation)."""
+    h, w = rgb0.shape[:2]
+    return sample_query_points(h, w, STACK_QUERY_POINTS, "grid")
+
+
+def expert_reference(
+    cfg: EpisodeConfig,
+    base: SimConfig | None = None,
+    query_points: Callable[[np.ndarray, np.ndarray], np.ndarray] = stack_query_points,
+) -> Reference:
     """Run the scripted expert on a twin env and read off the goal image and GT tracks.
 
     Track steps 1..H are spread evenly over the span in which the object moves (from its first
     motion to the end), which is what a goal-conditioned track predictor is trained to output.
+    ``tracks_px`` follow points sampled with the segmentation (``object_fraction`` on the part);
+    ``grid_tracks_px`` follow ``query_points(I0, goal)``, by default the stack's own queries.
     """
     env = SimEnv(sim_config(cfg, base))
     try:
@@ -133,14 +148,11 @@ def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Refer
             env.part_id, cfg.num_points, cfg.object_fraction,
             np.random.default_rng([cfg.seed, 11]),
         )  # fmt: skip
-        # The points the stack itself queries (a uniform grid, no privileged segmentation).
-        grid = sim_tracks.glue_pixels(
-            env.model, env.data, geom_ids, depth0, intr, T_body_cam, env.part_id,
-            sample_query_points(intr.height, intr.width, STACK_QUERY_POINTS, "grid"),
-        )  # fmt: skip
         T_obj0 = env.object_pose()
         uvs, moving = [pts.uv0.astype(np.float64)], [False]
-        grid_uvs = [grid.uv0]
+        # Every body's pose per tick, so any points (the stack's queries need the goal image,
+        # known only at the end) can be glued at the start and followed afterwards.
+        bodies = [types.SimpleNamespace(xpos=env.data.xpos.copy(), xmat=env.data.xmat.copy())]
         obj_poses, phases, targets = [T_obj0], ["start"], [env.hand_pose()]
 
         def on_tick(_k: int, cmd) -> None:
@@ -151,7 +163,9 @@ def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Refer
             )
             uv, _, _ = sim_tracks.project(env.data, pts, intr, T_body_cam)
             uvs.append(uv)
-            grid_uvs.append(sim_tracks.project(env.data, grid, intr, T_body_cam)[0])
+            bodies.append(
+                types.SimpleNamespace(xpos=env.data.xpos.copy(), xmat=env.data.xmat.copy())
+            )
             moving.append(bool(moved))
             obj_poses.append(T)
             phases.append(cmd.phase)
@@ -163,10 +177,15 @@ def expert_reference(cfg: EpisodeConfig, base: SimConfig | None = None) -> Refer
         depth = depth0.astype(np.float32)
         depth[depth <= 0] = np.nan
         tracks = np.array([uvs[i] for i in ticks], np.float32)
+        queries = sim_tracks.glue_pixels(
+            env.model, bodies[0], geom_ids, depth0, intr, T_body_cam, env.part_id,
+            query_points(rgb0, goal_rgb),
+        )  # fmt: skip
+        query_tracks = [sim_tracks.project(bodies[i], queries, intr, T_body_cam)[0] for i in ticks]
         return Reference(
             rgb0, depth, goal_rgb, tracks, pts.on_object, ok, intr, ticks,
             np.stack(obj_poses), np.stack(targets), tuple(phases),
-            np.array([grid_uvs[i] for i in ticks], np.float32),
+            np.array(query_tracks, np.float32),
         )  # fmt: skip
     finally:
         env.close()

@@ -88,7 +88,8 @@ def glue_pixels(
 
     Unlike :func:`sample_points`, every pixel is kept: one with no depth or no geom (nothing
     rendered there) is glued to the world body at 1 m along its ray, so its track stays put.
-    ``geom_ids`` and ``depth`` are the segmentation and depth renders of the current state.
+    ``geom_ids`` and ``depth`` are the segmentation and depth renders of the state ``data``
+    (an MjData, or any object with its ``xpos`` and ``xmat``: body poses recorded then).
     """
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
     H, W = depth.shape
