@@ -73,6 +73,11 @@ def test_failure_taxonomy_is_task_aware():
     assert _classify(_plan(), "done", "", False, 20.0, cfg, lift, free_err, 0.0)[0] == (
         "grasp_missed"
     )
+    why = "handle: part centre 0.031 m beyond the jaw tips"
+    assert _classify(_plan(), "done", "", False, 20, cfg, lift, free_err, 0.0, why) == (
+        "grasp_missed",
+        f"no grasp: {why}",
+    )
     assert _classify(_plan(), "done", "", False, 20.0, cfg, push, free_err, 0.002)[0] == (
         "push_missed"
     )

@@ -299,11 +299,11 @@ def run_episode(
         success, errors = env.task_success()
         end = env.object_joint() if env.task.articulated else env.object_pose()[:3, 3]
         motion = float(np.linalg.norm(np.subtract(end, start)))
-        task = env.task
+        task, grasp_report = env.task, env.grasp_report
     finally:
         env.close()
     failure, detail = ("", "") if success else _classify(
-        plan, state, message, grasped, env.time, cfg, task, errors, motion
+        plan, state, message, grasped, env.time, cfg, task, errors, motion, grasp_report
     )  # fmt: skip
     return EpisodeResult(
         success=bool(success), failure=failure, message=plan.message if not plan.ok else message,
@@ -316,7 +316,7 @@ def run_episode(
 
 def _classify(
     plan: Plan, state: str, message: str, grasped: bool, t: float, cfg: EpisodeConfig,
-    task: TaskDef, errors: dict[str, float], motion: float,
+    task: TaskDef, errors: dict[str, float], motion: float, grasp_report: str = "",
 ) -> tuple[str, str]:  # fmt: skip
     """(one of FAILURES, the failure in numbers) for an unsolved episode; see FAILURES."""
     if plan.status != PLAN_OK:
@@ -325,8 +325,9 @@ def _classify(
     # No contact with the object: a grasp that did not weld, a push that did not move it.
     missed = (motion < PUSH_MOVED) if push else not grasped
     missed_label = "push_missed" if push else "grasp_missed"
-    missed_detail = (
-        f"object moved {motion:.3f}" if push else "the gripper closed on no part"
+    # grasp_report: the sim's strict grasp check on the last close, e.g. why it did not weld
+    missed_detail = f"object moved {motion:.3f}" if push else (
+        f"no grasp: {grasp_report}" if grasp_report else "the gripper never closed on the part"
     )  # fmt: skip
     if state == "failed":
         text = message.lower()
