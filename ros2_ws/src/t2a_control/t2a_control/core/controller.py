@@ -7,12 +7,11 @@ so the node, the simulator and tests drive it the same way. Each tick:
 2. state machine picks the hand goal ``a_bar_t``: the pre-grasp pose (approach), the grasp pose
    ``ee_poses[grasp_step]`` (grasp, then close the gripper), the plan sampled by time (execute),
    or a retreat along the approach direction, turned as the object turned, after opening the
-   gripper (release). Once the
-   gripper has closed, the rest of the plan is re-anchored to the realised grasp: with plan poses
-   ``ee[k] = M_k G`` (object motion ``M_k``, planned grasp ``G``) and the measured hand pose
-   ``H`` at the close, execute tracks ``ee[k] inv(G) H``, so the object makes its planned motion
-   even when the hand closed short of ``G`` (contact). With a policy, ``G`` is the corrected
-   grasp goal: the policy keeps making its own correction in execute;
+   gripper (release). Once the gripper has closed, the rest of the plan is re-anchored to the
+   realised grasp: with plan poses ``ee[k] = M_k G`` (object motion ``M_k``, planned grasp
+   ``G``) and the measured hand pose ``H`` at the close, execute tracks ``ee[k] inv(G) H``, so
+   the object makes its planned motion even when the hand closed short of ``G`` (contact). With
+   a policy, ``G`` is the corrected grasp goal: the policy keeps making its own correction;
 3. the policy corrects it (mode "residual": ``a_t = Delta a_t (+) a_bar_t``, translation added and
    rotation composed as ``exp(Delta rot) @ R`` in the body frame; "absolute": the policy's pose
    replaces it; "open_loop": no policy). In approach the policy is asked for the grasp step and
