@@ -19,7 +19,7 @@ from visualization_msgs.msg import MarkerArray
 from t2a_common import ros_conv
 from t2a_common.core.geometry import Intrinsics
 from t2a_common.testing import ChildProcess, ros_context, spin_until
-from t2a_msgs.msg import PointTracks
+from t2a_msgs.msg import ControlStatus, PointTracks
 from t2a_msgs.srv import SetGoal
 from t2a_perception.core.checkpoint import save_checkpoint
 from t2a_perception.core.model import TrackDiT, TrackModelConfig, TrackStats
@@ -61,7 +61,10 @@ class FakeCamera:
             ),
         }
         rng = np.random.default_rng(0)
-        self.rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        # A flat-coloured scene (random pixels would be refused as noise): the goal has the box
+        # moved right, which set_goal's goal check accepts.
+        self.rgb = _scene(box_u=300)
+        self.goal_rgb = _scene(box_u=360)
         self.depth_mm = rng.integers(500, 1500, (H, W), dtype=np.uint16)
         self.depth_mm[:40] = 0  # a band with no depth
         self.intr = Intrinsics.from_fov(W, H, 42.0)
@@ -72,6 +75,18 @@ class FakeCamera:
         self.pubs["color"].publish(ros_conv.numpy_to_image(self.rgb, "rgb8", stamp, frame))
         self.pubs["depth"].publish(ros_conv.numpy_to_image(self.depth_mm, "16UC1", stamp, frame))
         self.pubs["info"].publish(ros_conv.intrinsics_to_camera_info(self.intr, stamp, frame))
+
+
+def _scene(box_u: int) -> np.ndarray:
+    img = np.zeros((H, W, 3), np.uint8)
+    img[:200] = (150, 140, 170)  # wall
+    img[200:] = (60, 90, 70)  # floor
+    cv2.line(img, (0, 200), (W, 192), (90, 80, 60), 4)
+    cv2.circle(img, (80, 300), 18, (200, 40, 40), -1)
+    cv2.rectangle(img, (520, 260), (560, 320), (40, 40, 200), -1)
+    cv2.rectangle(img, (box_u - 50, 180), (box_u + 50, 300), (180, 160, 40), -1)
+    cv2.rectangle(img, (box_u - 20, 230), (box_u + 20, 250), (90, 90, 90), -1)
+    return img
 
 
 def _call(node, client, request, camera=None, timeout=30.0):
@@ -105,7 +120,7 @@ def test_goals_over_dds(checkpoint, tmp_path):
                                  rclpy.qos.QoSProfile(depth=1, durability=1))  # fmt: skip
         client = node.create_client(SetGoal, "/t2a/set_goal")
         assert client.wait_for_service(timeout_sec=30.0), proc.stop()
-        goal = ros_conv.numpy_to_image(cam.rgb[::2, ::2].copy(), "rgb8")
+        goal = ros_conv.numpy_to_image(cam.goal_rgb[::2, ::2].copy(), "rgb8")
 
         res = _call(node, client, SetGoal.Request(goal_image=goal, seed=1))
         assert not res.success and "no camera frame yet" in res.message, res.message
@@ -115,6 +130,10 @@ def test_goals_over_dds(checkpoint, tmp_path):
              "goal image is 320x240 mono8, expected rgb8"),
             (Image(), "goal image is empty"),
             (ros_conv.numpy_to_image(np.zeros((8, 8, 3), np.uint8), "rgb8"), "smaller than 32"),
+            (ros_conv.numpy_to_image(np.random.default_rng(1).integers(
+                0, 256, (240, 320, 3), dtype=np.uint8), "rgb8"), "goal image is mostly noise"),
+            (ros_conv.numpy_to_image(cam.rgb, "rgb8"), "goal image shows no change"),
+            (ros_conv.numpy_to_image(np.roll(cam.rgb, 40, axis=1), "rgb8"), "seen from elsewhere"),
         ]:  # fmt: skip
             res = _call(node, client, SetGoal.Request(goal_image=bad), camera=cam)
             assert not res.success and reason in res.message, res.message
@@ -148,7 +167,7 @@ def test_goals_over_dds(checkpoint, tmp_path):
 
         # t2a-send-goal: the CLI a user types, against the same node.
         path = tmp_path / "goal.png"
-        cv2.imwrite(str(path), cv2.cvtColor(cam.rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(path), cv2.cvtColor(cam.goal_rgb, cv2.COLOR_RGB2BGR))
         cli = subprocess.Popen([sys.executable, "-m", "t2a_perception.send_goal", str(path),
                                 "--seed", "0"], stdout=subprocess.PIPE, text=True)  # fmt: skip
         while cli.poll() is None:
@@ -156,6 +175,23 @@ def test_goals_over_dds(checkpoint, tmp_path):
             spin_until(node, lambda: False, timeout=0.1)
         out = cli.communicate()[0]
         assert cli.returncode == 0 and "accepted" in out and "goal_id:" in out, out
+
+        # While the controller executes a goal, a new one is refused unless it preempts.
+        status_pub = node.create_publisher(ControlStatus, "/t2a/status", 5)
+        assert spin_until(node, lambda: status_pub.get_subscription_count() > 0, 10.0)
+        status = ControlStatus(state=ControlStatus.STATE_EXECUTE, state_name="execute",
+                               goal_id="abc123", step=4)  # fmt: skip
+        status_pub.publish(status)
+        spin_until(node, lambda: False, timeout=0.3)
+        res = _call(node, client, SetGoal.Request(goal_image=goal), camera=cam)
+        assert not res.success and "goal abc123 is active" in res.message, res.message
+        assert "/t2a/stop" in res.message
+        res = _call(node, client, SetGoal.Request(goal_image=goal, preempt=True), camera=cam)
+        assert res.success, res.message
+        status_pub.publish(ControlStatus(state=ControlStatus.STATE_IDLE, state_name="idle"))
+        spin_until(node, lambda: False, timeout=0.3)
+        res = _call(node, client, SetGoal.Request(goal_image=goal), camera=cam)
+        assert res.success, res.message
 
         # Stale camera: no frame for longer than max_frame_age_s -> refused. Wait well past it:
         # on a loaded machine the node may still be draining queued frames for a while.

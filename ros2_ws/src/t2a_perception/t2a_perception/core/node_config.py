@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from t2a_common.core.config import check, param
+from t2a_common.core.config import check, nested, param
+from t2a_perception.core.goal_check import GoalCheckConfig
 from t2a_perception.core.predictor import POINT_MODES
 
 DEFAULT_MODEL = "models/track_default"  # under the package share directory
@@ -37,6 +38,18 @@ class TrackPredictorConfig:
     max_frame_age_s: float = param(1.0, "a goal needs a camera frame received this recently (s)")
     min_goal_size_px: int = param(32, "smallest accepted goal image side (px)")
     overlay_stride: int = param(2, "draw every n-th track in tracks/overlay")
+    goal_check: GoalCheckConfig = nested(
+        GoalCheckConfig, "which goals set_goal refuses before predicting (core/goal_check.py)"
+    )
+    preempt_states: tuple[str, ...] = param(
+        ("approach", "grasp", "execute", "release", "hold"),
+        "controller states (on status_topic) in which a new goal is refused unless the request "
+        "sets preempt; hold only while a goal is active",
+    )
+    status_topic: str = param("/t2a/status", "the controller's status (which goal is active)")
+    status_timeout_s: float = param(
+        2.0, "a status older than this (s) says nothing: the controller is gone or not started"
+    )
 
     def __post_init__(self) -> None:
         check(self.num_points >= 1, f"num_points must be >= 1, got {self.num_points}")

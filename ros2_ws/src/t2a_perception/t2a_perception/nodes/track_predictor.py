@@ -30,9 +30,10 @@ from t2a_common.core.images import crop_to_aspect
 from t2a_common.core.types import PointTrackSet
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
-from t2a_msgs.msg import PointTracks
+from t2a_msgs.msg import ControlStatus, PointTracks
 from t2a_msgs.srv import SetGoal
 from t2a_perception.core.frames import StampPairer, depth_at_points, draw_tracks
+from t2a_perception.core.goal_check import check_goal
 from t2a_perception.core.node_config import DEFAULT_MODEL, TrackPredictorConfig
 from t2a_perception.core.predictor import TrackPredictor, sample_query_points
 from t2a_perception.ros_conv import track_markers
@@ -78,6 +79,11 @@ class TrackPredictorNode(Node):
         self._pub_markers = self.create_publisher(MarkerArray, "tracks/markers", latched)
         self._pub_overlay = self.create_publisher(Image, "tracks/overlay", latched)
         self._pub_goal = self.create_publisher(Image, "goal_image", latched)
+        self._status: ControlStatus | None = None  # the controller's, to refuse a second goal
+        self._status_received = -float("inf")
+        self.create_subscription(
+            ControlStatus, cfg.status_topic, self._on_status, 5, callback_group=sensors
+        )
         self.create_service(
             SetGoal, "set_goal", self._on_set_goal, callback_group=MutuallyExclusiveCallbackGroup()
         )
@@ -94,6 +100,18 @@ class TrackPredictorNode(Node):
 
     def _on_info(self, msg: CameraInfo) -> None:
         self._info = msg
+
+    def _on_status(self, msg: ControlStatus) -> None:
+        self._status, self._status_received = msg, time.monotonic()
+
+    def _active_goal(self) -> str:
+        """'' or a description of the goal the controller is executing now."""
+        st, cfg = self._status, self.cfg
+        if st is None or time.monotonic() - self._status_received > cfg.status_timeout_s:
+            return ""
+        if st.state_name not in cfg.preempt_states or not st.goal_id:
+            return ""
+        return f"goal {st.goal_id} is active (controller {st.state_name}, step {st.step})"
 
     # ------------------------------------------------------------------ goals
     def _on_set_goal(self, req: SetGoal.Request, res: SetGoal.Response) -> SetGoal.Response:
@@ -129,6 +147,14 @@ class TrackPredictorNode(Node):
         cfg = self.cfg
         if self.predictor is None:
             raise GoalRejected(self.model_error)
+        active = self._active_goal()
+        if active and not getattr(req, "preempt", False):
+            raise GoalRejected(
+                f"{active}: call /t2a/stop first, or set preempt to replace it (its I0 would be "
+                "a frame with the arm moving)"
+            )
+        if active:
+            self.get_logger().warn(f"set_goal preempts: {active}")
         goal = _rgb_or_reject(req.goal_image, "goal image")
         if min(goal.shape[:2]) < cfg.min_goal_size_px:
             raise GoalRejected(
@@ -170,6 +196,13 @@ class TrackPredictorNode(Node):
             goal = crop_to_aspect(goal, w, h)
         except ValueError as exc:
             raise GoalRejected(str(exc)) from exc
+        t_check = time.perf_counter()
+        verdict = check_goal(image0, depth_m, goal, cfg.goal_check)
+        self.get_logger().info(
+            f"goal check ({(time.perf_counter() - t_check) * 1e3:.0f} ms): {verdict.summary()}"
+        )
+        if not verdict.ok and cfg.goal_check.enabled:
+            raise GoalRejected(verdict.reason)
         num_points = int(req.num_points) or cfg.num_points
         seed = int(req.seed) if req.seed >= 0 else None
         try:
