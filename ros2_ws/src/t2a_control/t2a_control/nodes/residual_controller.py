@@ -37,7 +37,7 @@ from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
 from t2a_common.ros_params import declare_config
-from t2a_control.core.controller import Command, Controller, Observation
+from t2a_control.core.controller import ACTIVE_STATES, Command, Controller, Observation
 from t2a_control.core.driver import SHUTDOWN, STARTUP, LiveArmDriver, run_sequence
 from t2a_control.core.node_config import (
     DEFAULT_POLICY,
@@ -234,7 +234,7 @@ class ResidualControllerNode(Node):
     def _on_plan(self, msg: Plan) -> None:
         if msg.goal_id == self._plan_id:
             return  # the latched copy of a plan already running
-        self._plan_id = msg.goal_id
+        previous, self._plan_id = self._plan_id, msg.goal_id
         try:
             plan = ros_conv.msg_to_ee_plan(msg)
         except ValueError as exc:
@@ -251,7 +251,10 @@ class ResidualControllerNode(Node):
                 self.get_logger().error(f"plan {plan.goal_id} not executed: {why}")
                 return
         with self._lock:
+            replaced = self.controller.state in ACTIVE_STATES
             self.controller.set_plan(plan)
+        if replaced:
+            self.get_logger().warn(f"plan {plan.goal_id} replaces the active plan {previous}")
         self.get_logger().info(f"plan {plan.goal_id}: {'executing' if plan.ok else plan.message}")
 
     def _cannot_execute(self, wait_s: float = 30.0) -> str:
@@ -374,7 +377,9 @@ class ResidualControllerNode(Node):
             goal.header.stamp = self.get_clock().now().to_msg()
             goal.header.frame_id = self.cfg.body_frame_id
             self._pub_goal.publish(goal)
-        if cmd.state != "idle" and cmd.gripper_open != self._gripper_open:
+        # Only a run that moves the arm moves the gripper: a failed or refused plan (and idle,
+        # done, hold) never calls the driver (its gripper services also power on and stand).
+        if cmd.state in ACTIVE_STATES and cmd.gripper_open != self._gripper_open:
             self.driver.call_async("open_gripper" if cmd.gripper_open else "close_gripper")
             self._gripper_open = cmd.gripper_open
         self.ticks += 1
