@@ -429,6 +429,23 @@ def test_the_retreat_backs_out_along_the_approach_turned_with_the_object():
     np.testing.assert_allclose(moved, expected, atol=0.006)
 
 
+def test_a_hand_holding_a_part_steps_off_the_fixed_jaw_before_backing_out():
+    """The fingers stopped on a part (opening 0.3): after opening, the hand first moves 12 mm
+    along its -z (off the jaw the part rests on), then 10 cm back along the approach. A hand
+    that closed on nothing (a push) backs straight out."""
+    plan = pull_plan()
+    controller = Controller(ControllerConfig())
+    controller.set_plan(plan)
+    loop = Loop(controller, FakeArmDriver(object_opening=0.3))
+    assert loop.run_until(finished).state == "done"
+    T_end = plan.ee_poses[-1]
+    start = next(i for i, c in enumerate(loop.commands) if c.state == "release")
+    path = np.array([T[:3, 3] for T in loop.hand[start:]])
+    off = T_end[:3, 3] - 0.012 * T_end[:3, 2]
+    assert np.linalg.norm(path - off, axis=1).min() < 0.003  # went through the step-off pose
+    np.testing.assert_allclose(path[-1], off + np.array([0.0, 0.0, 0.1]), atol=0.006)
+
+
 def test_a_retreat_that_cannot_finish_ends_done_with_a_note():
     """The object is released where the plan left it; only the controller's own move away
     fails (an obstacle above the hand): done, not failed, and the message says why."""

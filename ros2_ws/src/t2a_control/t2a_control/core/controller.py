@@ -141,7 +141,15 @@ class ControllerConfig:
         "object instead of releasing it into the air (m; 0 = always release)",
     )
     retreat_distance_m: float = param(0.10, "retreat after release, against the approach (m)")
-    retreat_timeout_s: float = param(10.0, "time to reach the retreat pose before failing (s)")
+    release_clearance_m: float = param(
+        0.012,
+        "when the fingers had stopped on a part, the opened hand first steps this far along its "
+        "-z, off the fixed jaw the part rests on, before backing out (friction would drag the "
+        "part along, e.g. pull a closed drawer open again) (m; 0 = straight back)",
+    )
+    retreat_timeout_s: float = param(
+        10.0, "time to reach the retreat pose; then the run ends done, saying so (s)"
+    )
     ik_fail_ticks: int = param(
         5, "consecutive ticks with an IK failure or a rejected goal before failing (ticks)"
     )
@@ -190,6 +198,7 @@ class ControllerConfig:
             )
         for name in (
             "retreat_distance_m",
+            "release_clearance_m",
             "max_residual_translation_m",
             "max_residual_rotation_rad",
         ):
@@ -478,6 +487,8 @@ class Controller:
         # the gripper closed (the realised grasp); plan poses from the grasp on are ee[k] @ it
         self._anchor: np.ndarray | None = None
         self._grasp_hand: np.ndarray | None = None  # (4, 4) measured hand pose at the close
+        self._holding = False  # the fingers stopped on something when they closed
+        self._retreat_path: list[np.ndarray] = []  # release: poses still to reach, in order
         self._stalled_s = 0.0  # execute: how long the hand has not moved with the clock waiting
         self._settle_started: float | None = None
         self._step = -1
@@ -572,6 +583,7 @@ class Controller:
                 self._clock = 0.0
                 self._stalled_s = 0.0
                 self._grasp_hand = T_current.copy()
+                self._holding = obs.gripper > self.config.gripper_closed_opening
                 if self.config.reanchor_after_grasp:
                     # The hand closed where it is, not where it was sent (contact stopped it
                     # short): move the rest of the plan with it, so the object makes its planned
@@ -669,10 +681,18 @@ class Controller:
             ):
                 return self._release_pose  # stay still while the fingers open
             self._sub_started = self._phase_time
-            self._retreat_goal = self._release_pose.copy()
-            step = self.config.retreat_distance_m * self._retreat_dir(self._release_pose)
-            self._retreat_goal[:3, 3] -= step
-        if self._reached(T_current, self._retreat_goal):
+            # Step off the fixed jaw the part rests on, then back out the way the hand came in.
+            off = self._release_pose.copy()
+            if self._holding:
+                off[:3, 3] -= self.config.release_clearance_m * off[:3, 2]
+            self._retreat_goal = off.copy()
+            self._retreat_goal[:3, 3] -= self.config.retreat_distance_m * self._retreat_dir(
+                self._release_pose
+            )
+            self._retreat_path = [off, self._retreat_goal]
+        while self._retreat_path and self._reached(T_current, self._retreat_path[0]):
+            self._retreat_path.pop(0)
+        if not self._retreat_path:
             self._enter(DONE, self._note)
             return None
         if self._phase_time - self._sub_started > self.config.retreat_timeout_s:
@@ -685,7 +705,7 @@ class Controller:
                 f"{r_err:.3f} rad off)",
             )
             return None
-        return self._move(T_current, self._retreat_goal, dt)
+        return self._move(T_current, self._retreat_path[0], dt)
 
     def _approach_joints(
         self, q: np.ndarray, T_current: np.ndarray, T_pre: np.ndarray
