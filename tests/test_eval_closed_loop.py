@@ -155,7 +155,7 @@ def test_summary_has_the_expert_per_task_and_wrong_pose_errors():
     assert drawer["wrong_final_pose_median_error"] == {"joint": 0.04}
     assert s["gt_grid"]["tasks"]["MG/box_push"]["successes"] == 1
     table = markdown(s, ["gt_open_loop", "gt_grid"], ["MG"], "note")
-    assert "| MG/drawer_open | 0% (0/2) | - | 100% (2/2) |" in table
+    assert "| MG/drawer_open | 0% (0/2) [0-66] | - | 100% (2/2) [34-100] |" in table
     assert "| MG/drawer_open | wrong_final_pose 2 (median joint 0.040) | - |" in table
     assert "| MG/box_push | push_missed 1 | - |" in table
     assert f"| {LABELS['expert']} | 67% (2/3)" in table

@@ -268,14 +268,14 @@ def summarize(rows: list[dict[str, Any]], methods: list[str], splits: list[str])
     return out
 
 
-def _rate(c: dict[str, Any], interval: bool = True) -> str:
+def _rate(c: dict[str, Any]) -> str:
     if not c["episodes"]:
         return "-"
-    text = f"{100 * c['success_rate']:.0f}% ({c['successes']}/{c['episodes']})"
-    if interval:
-        lo, hi = c["wilson95"]
-        text += f" [{100 * lo:.0f}-{100 * hi:.0f}]"
-    return text
+    lo, hi = c["wilson95"]
+    return (
+        f"{100 * c['success_rate']:.0f}% ({c['successes']}/{c['episodes']}) "
+        f"[{100 * lo:.0f}-{100 * hi:.0f}]"
+    )
 
 
 def _failures_text(c: dict[str, Any]) -> str:
@@ -298,11 +298,12 @@ def markdown(summary: dict, methods: list[str], splits: list[str], note: str) ->
     for m in rows_of:
         lines.append(f"| {LABELS[m]} | " + " | ".join(_rate(summary[m][s]) for s in cols) + " |")
     tasks = list(summary[rows_of[0]]["tasks"])
-    lines += ["", "Success per task:", "", "| task | " + " | ".join(LABELS[m] for m in rows_of)
-              + " |", "|---|" + "---:|" * len(rows_of)]  # fmt: skip
+    header = "| task | " + " | ".join(LABELS[m] for m in rows_of) + " |"
+    lines += ["", "Success per task, [Wilson 95% interval]:", "", header,
+              "|---|" + "---:|" * len(rows_of)]  # fmt: skip
     for t in tasks:
-        cells = [_rate(summary[m]["tasks"][t], interval=False) if t in summary[m]["tasks"]
-                 else "-" for m in rows_of]  # fmt: skip
+        cells = [_rate(summary[m]["tasks"][t]) if t in summary[m]["tasks"] else "-"
+                 for m in rows_of]  # fmt: skip
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     lines += ["", "Failures (all splits):", "", "| method | " + " | ".join(FAILURES) + " |",
               "|---|" + "---:|" * len(FAILURES)]  # fmt: skip
