@@ -119,7 +119,7 @@ class PlannerConfig:
     push_height_m: float = param(0.045, "lowest push contact above the part's base (m)")
     jaw_offset_m: float = param(0.012, "fixed jaw's inner face below the tool axis (m)")
     jaw_clearance_m: float = param(
-        0.015,
+        0.02,
         "gap planned between the fixed jaw and the part: the camera calibration error (about "
         "1-2 cm at the part) must not put the part under the fixed jaw, while the open finger "
         "has room above (m)",

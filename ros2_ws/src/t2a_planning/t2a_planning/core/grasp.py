@@ -362,7 +362,6 @@ def _face_push(
     sh: np.ndarray,
     sv: np.ndarray,
     n: np.ndarray,
-    h_dir: np.ndarray,
     motion_body: np.ndarray,
     vertical: bool,
 ) -> Feature | str:
@@ -385,7 +384,8 @@ def _face_push(
     best = inner & (into >= 0.9 * into[inner].max())
     contact = np.median(F[best], axis=0)
     note = f"face turning away, {100 * into[inner].max():.0f} cm at the contact"
-    return Feature("push_face", contact, -n, h_dir, 0.0, False, note)
+    # Turned about the vertical, not tilted: the push may come in at an angle to the face.
+    return Feature("push_face", contact, -n, UP.copy(), 0.0, True, note)
 
 
 def find_features(
@@ -551,7 +551,7 @@ def find_features(
             )
         else:
             notes.append("push: the part does not slide level away from the robot")
-            face = _face_push(F, sh, sv, n_plane, h_dir, motion_body, vertical)
+            face = _face_push(F, sh, sv, n_plane, motion_body, vertical)
             if isinstance(face, Feature):
                 features.append(face)
             else:
@@ -718,7 +718,7 @@ def synthesize_grasp(
     candidates = []
     for f in features:
         turns = config.grasp_turns_rad
-        if f.kind.startswith("push"):  # tilted down only: the jaws' tips, not their underside, push
+        if f.kind == "push":  # tilted down only: the jaws' tips, not their underside, push
             turns = tuple(t for t in turns if t >= 0.0)
         for roll in (0.0, np.pi):
             for turn in turns:
