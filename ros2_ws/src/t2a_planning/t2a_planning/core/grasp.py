@@ -13,8 +13,9 @@ region the moving tracks cover, and searched for features a parallel gripper can
 - ``push``: the motion is a level slide away from the robot: the closed jaws push the face;
 - ``push_face``: a face turning away from the robot is pushed where it moves most.
 
-Every feature gives candidate tool poses (approach direction, roll about it, and for upright
-parts a small turn about their axis). The gripper model is the Spot hand's tool frame
+Every feature gives candidate tool poses: its approach, turned about the part's own axis by each
+of ``grasp_turns_rad`` (the jaws stay across the part), and both rolls about the approach (the
+jaws take a bar or a bottle either way up). The gripper model is the Spot hand's tool frame
 (``t2a_common.core.spot_arm``): the hand moves along tool +x into the grasp and the finger joint
 turns about tool y, so the jaws close along tool z; the fixed jaw's inner face lies
 ``jaw_offset_m`` below the tool axis, so a part of half-width ``w`` is held with its centre
@@ -47,9 +48,8 @@ UP = np.array([0.0, 0.0, 1.0])
 # depth. A push is preferred when the motion is a level slide away (then it needs no grasp); a
 # push on a face turning away (a door shut from the side without its handle) is the last resort.
 PREFERENCE = ("push", "handle", "cylinder", "box_top", "knob", "push_face")
-# Tool-frame boxes (x, y, z ranges, m) of the parts of the hand that must not touch the cloud.
-# The jaws run from the finger joint (0.11745 m from the wrist, the tool point 0.19557 m) to
-# jaw_reach_m beyond the tool point.
+# Sizes of the hand parts that must not touch the cloud (tool frame). The jaws run from the finger
+# joint (0.11745 m from the wrist; the tool point is at 0.19557 m) to jaw_reach_m past the tool.
 _JAW_BACK = spot_arm.GRIPPER_JOINT.origin[0] - spot_arm.TOOL_OFFSET[0]  # -0.078 m
 _FINGER_HALF_WIDTH = 0.015  # m, half the jaws' extent along tool y
 _PALM_HALF = 0.035  # m, half the gripper body's cross-section
@@ -76,7 +76,7 @@ class Feature:
     approach: np.ndarray  # (3,) unit: direction the hand moves into the grasp
     axis: np.ndarray  # (3,) unit: the part's long axis; the jaws close across it
     half_width: float  # m, half the part's size across the jaws
-    upright: bool  # may turn about the vertical (the part looks the same from nearby yaws)
+    upright: bool  # the part's axis is vertical (a door bar, a bottle)
     note: str  # what was measured, for the plan message
 
 
@@ -631,6 +631,9 @@ def rehearse(
     """
     a = T_grasp[:3, 0] if config.standoff_m <= 0 else _unit(T_grasp[:3, 3] - T_pregrasp[:3, 3])
     joint_moves = []
+    # 0.05 m and 0.10 m below: the controller's approach_from_above_m and retreat_distance_m
+    # defaults (planning cannot import control; a differently configured controller still
+    # re-checks the plan with its own IK before moving).
     if T_start[2, 3] - T_pregrasp[2, 3] > 0.05:
         above = T_pregrasp.copy()
         above[2, 3] = T_start[2, 3]
