@@ -478,18 +478,24 @@ _PREDICTORS: dict[str, Any] = {}
 
 
 def predict_tracks(
-    ref: Reference, checkpoint: str = "", points: int = 400, samples: int = 4, steps: int = 10
+    ref: Reference,
+    checkpoint: str = "",
+    points: int = 400,
+    samples: int = 4,
+    steps: int = 10,
+    point_mode: str = "change",
 ) -> np.ndarray:
-    """The track model's ``(H+1, points, 2)`` tracks of a grid on I0 towards the goal, as the
-    perception node predicts them with its defaults (400 points, K=4, DDIM 10, seed 0); the
-    predictor of each checkpoint is loaded once per process."""
+    """The track model's ``(H+1, points, 2)`` tracks of query points on I0 towards the goal, as
+    the perception node predicts them with its defaults (400 points placed mostly where I0 and
+    the goal differ, K=4, DDIM 10, seed 0); the predictor of each checkpoint is loaded once per
+    process."""
     from t2a_perception.core.predictor import TrackPredictor, sample_query_points
 
     if checkpoint not in _PREDICTORS:
         default = Path(__file__).resolve().parents[1] / "ros2_ws/src/t2a_perception/models"
         _PREDICTORS[checkpoint] = TrackPredictor(checkpoint or default / "track_default")
     h, w = ref.rgb0.shape[:2]
-    p0 = sample_query_points(h, w, points, "grid")
+    p0 = sample_query_points(h, w, points, point_mode, seed=0, image0=ref.rgb0, goal=ref.goal_rgb)
     out = _PREDICTORS[checkpoint].predict(ref.rgb0, ref.goal_rgb, p0, samples, "ddim", steps,
                                           seed=0)  # fmt: skip
     return out.tracks_px

@@ -422,7 +422,8 @@ def run_evaluation(
     h, w = inputs.rgb0.shape[:2]
     try:
         points = sample_query_points(h, w, pred_cfg.num_points, pred_cfg.point_mode,
-                                     _roi_mask(pred_cfg, h, w), args.seed)  # fmt: skip
+                                     _roi_mask(pred_cfg, h, w), args.seed,
+                                     image0=inputs.rgb0, goal=goal_rgb)  # fmt: skip
         pred = predictor.predict(inputs.rgb0, goal_rgb, points, pred_cfg.num_samples,
                                  pred_cfg.sampler, pred_cfg.sampler_steps, args.seed)  # fmt: skip
     except ValueError as exc:

@@ -136,8 +136,9 @@ def test_eval_bag_on_a_sim_episode(sim_episode):
 
     # The tracks are the track predictor's with the node's defaults and the CLI's seed...
     cfg = TrackPredictorConfig()
-    points = sample_query_points(240, 320, cfg.num_points, cfg.point_mode, None, 0)
     goal = cv2.cvtColor(cv2.imread(str(sim_episode["goal"])), cv2.COLOR_BGR2RGB)
+    points = sample_query_points(240, 320, cfg.num_points, cfg.point_mode, None, 0,
+                                 image0=sim_episode["rgb0"], goal=goal)  # fmt: skip
     pred = TrackPredictor(resolve_checkpoint(""), device="cpu").predict(
         sim_episode["rgb0"], goal, points, 2, cfg.sampler, cfg.sampler_steps, 0
     )

@@ -27,7 +27,9 @@ class TrackPredictorConfig:
     )
     info_topic: str = param("/camera/camera/color/camera_info", "colour camera_info")
     num_points: int = param(400, "query points P0 per goal (grid mode: a square number)")
-    point_mode: str = param("grid", "how P0 is placed: grid | random")
+    point_mode: str = param(
+        "change", "how P0 is placed: change (most where I0 and the goal differ) | grid | random"
+    )
     roi_px: tuple[int, ...] = param(
         (), "optional mask for P0: u_min v_min u_max v_max (px, inclusive); () = whole image"
     )

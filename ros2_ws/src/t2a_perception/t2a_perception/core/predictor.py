@@ -28,9 +28,11 @@ from t2a_common.core.images import (
 )
 from t2a_perception.core.checkpoint import load_checkpoint
 from t2a_perception.core.diffusion import SAMPLERS
+from t2a_perception.core.goal_check import GoalCheck
 from t2a_perception.core.model import TrackDiT
+from t2a_perception.core.query_points import change_mask, sample_change_points
 
-POINT_MODES = ("grid", "random")
+POINT_MODES = ("grid", "random", "change")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,17 +242,32 @@ def sample_query_points(
     mode: str = "grid",
     mask: np.ndarray | None = None,
     seed: int | None = None,
+    *,
+    image0: np.ndarray | None = None,
+    goal: np.ndarray | None = None,
+    change_fraction: float = 0.55,
+    goal_check: GoalCheck | None = None,
 ) -> np.ndarray:
     """Query points ``P0`` as ``(N, 2)`` float32 pixel ``(u, v)`` in a ``width x height`` image.
 
     Args:
         num_points: for ``"grid"`` a square number (400 = 20x20, as in the paper's code), placed
-            at the centres of a regular grid of cells; for ``"random"`` the number of points
-            drawn uniformly (within ``mask`` if given).
-        mode: ``"grid"`` or ``"random"``.
+            at the centres of a regular grid of cells; for ``"random"`` and ``"change"`` the
+            number of points drawn.
+        mode: ``"grid"``, ``"random"`` (uniform, within ``mask`` if given) or ``"change"``:
+            ``change_fraction`` of the points where ``image0`` and ``goal`` differ, the rest
+            spread over the image (:mod:`t2a_perception.core.query_points`; the grid when
+            nothing differs). A ``mask`` (a user's region of interest) overrides the change
+            region: ``"change"`` then places the grid in the mask as ``"grid"`` does (or draws
+            uniformly inside it, as ``"random"``, when ``num_points`` is not a square).
         mask: optional ``(height, width)`` bool; only points on True pixels are kept. The grid
             then returns fewer than ``num_points``; random mode still returns ``num_points``.
-        seed: for ``"random"``: the same seed gives the same points.
+        seed: for ``"random"`` and ``"change"``: the same seed gives the same points.
+        image0, goal: ``(H, W, 3)`` uint8 RGB ``I0`` (``height x width``) and the goal image
+            (any size); needed by ``"change"`` without a mask, ignored otherwise.
+        change_fraction: share of the points inside the change region in ``"change"`` mode.
+        goal_check: the goal validation's result for ``(image0, goal)`` if the caller has it;
+            its change region is reused instead of computed again.
 
     Raises:
         ValueError: bad sizes, mode, or a mask that is the wrong shape or leaves no points.
@@ -270,6 +287,17 @@ def sample_query_points(
         if not mask.any():
             raise ValueError("mask has no True pixel; no query point can be placed")
 
+    if mode == "change" and mask is not None:  # a user's region of interest wins
+        mode = "grid" if math.isqrt(num_points) ** 2 == num_points else "random"
+    if mode == "change":
+        if image0 is None or goal is None:
+            raise ValueError("mode 'change' needs image0 and goal (or a mask)")
+        if image0.shape[:2] != (height, width):
+            raise ValueError(
+                f"image0 is {image0.shape[1]}x{image0.shape[0]}, expected {width}x{height}"
+            )
+        region = change_mask(image0, goal, goal_check=goal_check)
+        return sample_change_points(height, width, num_points, region, change_fraction, seed)
     if mode == "grid":
         side = math.isqrt(num_points)
         if side * side != num_points:

@@ -206,7 +206,8 @@ class TrackPredictorNode(Node):
         num_points = int(req.num_points) or cfg.num_points
         seed = int(req.seed) if req.seed >= 0 else None
         try:
-            points = sample_query_points(h, w, num_points, cfg.point_mode, self._mask(h, w), seed)
+            points = sample_query_points(h, w, num_points, cfg.point_mode, self._mask(h, w), seed,
+                                         image0=image0, goal=goal, goal_check=verdict)  # fmt: skip
             t0 = time.perf_counter()
             pred = self.predictor.predict(
                 image0, goal, points, cfg.num_samples, cfg.sampler, cfg.sampler_steps, seed
