@@ -15,13 +15,18 @@ At inference there is no segmentation, only ``I0`` and ``G``; what will move is 
    ``I0`` region changes almost entirely (it leaves), while the background under an arrival
    changes only where the newcomer covers it. The same holds the other way round for ``G``'s
    regions. A changed pixel is kept where its ``I0`` region changed at least as much as its
-   ``G`` region, and ``I0`` regions that changed mostly are taken whole (this also fills the flat
-   inside of a part whose colour does not change where it moves over itself).
+   ``G`` region, and ``I0`` regions (up to ``max_region_share`` of the image) with at least
+   ``take_region_share`` of their pixels kept are taken whole (this also fills the flat inside
+   of a part whose colour does not change where it moves over itself).
 3. optionally (``use_features``, off by default: on today's flat sim scenes the few matches
    land on the arm and distractors as often as on the part) **feature matches** where there is
    texture: SIFT keypoints of ``I0`` whose match in ``G`` moved by more than
    ``match_motion_px`` mark a small disk as changed; their ``I0`` region too.
-4. cleanup (closing, components smaller than ``min_component_share`` dropped).
+4. cleanup: a closing, an opening that drops thin outlines (unless they are all there is), and
+   components smaller than ``min_component_share`` dropped.
+
+On 82 dev episodes (seeds 500-506, all four splits) the mask's pixels are 85% on the moving
+part and cover 66% of it; 400 points then put ~208 on the part where the grid puts ~50.
 
 :func:`sample_change_points` then draws ``inside_fraction`` of the points uniformly inside the
 mask and the rest stratified over the whole image (a jittered grid), so the planner still sees
