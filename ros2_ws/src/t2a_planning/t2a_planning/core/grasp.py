@@ -646,11 +646,14 @@ def rehearse(
     for k in range(1, len(ee)):
         for T in se3.interpolate(ee[k - 1], ee[k], np.linspace(0, 1, 4)[1:]):
             cartesian.append((f"plan step {k}", T))
-    retreat = ee[-1].copy()
-    retreat[:3, 3] -= 0.10 * a
-    cartesian += [
-        ("retreat", T) for T in se3.interpolate(ee[-1], retreat, np.linspace(0, 1, 4)[1:])
-    ]
+    # The controller steps off the fixed jaw (0.012 m along -z, its release_clearance_m) and
+    # backs out along the approach as the object's motion turned it.
+    off = ee[-1].copy()
+    off[:3, 3] -= 0.012 * off[:3, 2]
+    retreat = off.copy()
+    retreat[:3, 3] -= 0.10 * (ee[-1][:3, :3] @ ee[0][:3, :3].T @ a)
+    cartesian.append(("retreat", off))
+    cartesian += [("retreat", T) for T in se3.interpolate(off, retreat, np.linspace(0, 1, 4)[1:])]
     q, cost = np.asarray(q_start, float), 0.0
     for i, (name, T) in enumerate(joint_moves + cartesian):
         if not np.all((T[:3, 3] >= config.workspace_min_m) & (T[:3, 3] <= config.workspace_max_m)):
