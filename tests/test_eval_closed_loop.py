@@ -145,16 +145,16 @@ def test_summary_has_the_expert_per_task_and_wrong_pose_errors():
          "expert_success": True},
         {"split": "MG", "task": "box_push", "seed": 1, "method": "gt_open_loop",
          "success": False, "failure": "push_missed", "expert_success": False},
-        {"split": "MG", "task": "box_push", "seed": 1, "method": "gt_grid",
+        {"split": "MG", "task": "box_push", "seed": 1, "method": "gt_query",
          "success": True, "failure": "", "expert_success": False},
     ]  # fmt: skip
-    s = summarize(rows, ["gt_open_loop", "gt_grid"], ["MG"])
+    s = summarize(rows, ["gt_open_loop", "gt_query"], ["MG"])
     assert s["expert"]["MG"]["successes"] == 2 and s["expert"]["MG"]["episodes"] == 3
     drawer = s["gt_open_loop"]["tasks"]["MG/drawer_open"]
     assert drawer["failures"] == {"wrong_final_pose": 2}
     assert drawer["wrong_final_pose_median_error"] == {"joint": 0.04}
-    assert s["gt_grid"]["tasks"]["MG/box_push"]["successes"] == 1
-    table = markdown(s, ["gt_open_loop", "gt_grid"], ["MG"], "note")
+    assert s["gt_query"]["tasks"]["MG/box_push"]["successes"] == 1
+    table = markdown(s, ["gt_open_loop", "gt_query"], ["MG"], "note")
     assert "| MG/drawer_open | 0% (0/2) [0-66] | - | 100% (2/2) [34-100] |" in table
     assert "| MG/drawer_open | wrong_final_pose 2 (median joint 0.040) | - |" in table
     assert "| MG/box_push | push_missed 1 | - |" in table

@@ -13,14 +13,16 @@ open_loop       track model         the plan alone: Track2Act (Open-Loop)
 absolute        track model         policy predicts absolute actions (ablation, no residual)
 residual        track model         plan + residual policy: Track2Act
 gt_open_loop    ground truth        the plan alone: upper bound for the planner/controller
-gt_grid         GT at the grid      the plan alone, from exact tracks of the stack's own query
-                                    points (the uniform 20x20 grid), not the privileged sample
+gt_query        GT at the stack's   the plan alone, from exact tracks of the stack's own query
+                query points        points (the track_predictor's defaults: 400, mostly where I0
+                                    and the goal differ), not the privileged sample
 gt_residual     ground truth        plan + residual policy: upper bound with perfect tracks
 ==============  ==================  ===========================================================
 
 Ground-truth tracks (gt_*) follow points sampled with the simulator's segmentation, half of them
-on the moved part; the stack instead queries a uniform grid and sees what lands on the part.
-gt_grid measures the planner and controller on exactly those points.
+on the moved part; the stack instead places its own query points without segmentation
+(``episode.stack_query_points``). gt_query measures the planner and controller on exactly those
+points.
 
 Every episode runs the stack's cores in process (``t2a_bringup.core.episode.run_episode``):
 I0 and the goal image (the scripted expert's last frame) -> tracks -> planner with the nominal
@@ -61,7 +63,6 @@ if str(ROOT) not in sys.path:
 
 from t2a_bringup.core.episode import (  # noqa: E402
     FAILURES,
-    STACK_QUERY_POINTS,
     EpisodeConfig,
     Reference,
     expert_reference,
@@ -80,7 +81,7 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "absolute": ("model", "absolute", "absolute_checkpoint"),
     "residual": ("model", "residual", "residual_checkpoint"),
     "gt_open_loop": ("gt", "open_loop", ""),
-    "gt_grid": ("gt_grid", "open_loop", ""),
+    "gt_query": ("gt_query", "open_loop", ""),
     "gt_residual": ("gt", "residual", "residual_checkpoint"),
 }
 LABELS = {
@@ -88,7 +89,7 @@ LABELS = {
     "absolute": "Track2Act (actions; not residuals)",
     "residual": "Track2Act (residual)",
     "gt_open_loop": "GT tracks, open loop (upper bound)",
-    "gt_grid": f"GT tracks of the stack's {STACK_QUERY_POINTS}-point grid, open loop",
+    "gt_query": "GT tracks of the stack's own query points, open loop",
     "gt_residual": "GT tracks + residual (upper bound)",
     "expert": "Scripted expert (same episodes)",
 }
@@ -190,7 +191,7 @@ def _run_job(job: tuple[str, str, int, tuple[str, ...]]) -> list[dict[str, Any]]
         if source == "model" and predicted is None:
             predicted = _model_tracks(ref)
         given = predicted if source == "model" else None
-        if source == "gt_grid":
+        if source == "gt_query":
             grid = ref.grid_tracks_px
             given = (grid, depth_at_points(ref.depth0, grid[0]))
         policy = None

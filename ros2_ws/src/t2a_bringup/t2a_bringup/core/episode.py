@@ -23,6 +23,7 @@ from t2a_common.core.config import check, param
 from t2a_common.core.geometry import Intrinsics
 from t2a_common.core.types import PLAN_OK
 from t2a_control.core.controller import Controller, ControllerConfig, Observation
+from t2a_perception.core.node_config import TrackPredictorConfig
 from t2a_perception.core.predictor import sample_query_points
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan
@@ -43,7 +44,6 @@ task ended without a grasp (grasp_missed) or a push task without moving the obje
 (wrong_final_pose, with the error in ``failure_detail``); the sim clock ran out (timeout); the
 controller failed otherwise, e.g. a hand that cannot follow the plan (controller_failed)."""
 PUSH_MOVED = 0.01  # m or rad: a push that moved its object less than this never touched it
-STACK_QUERY_POINTS = 400  # the track_predictor's default num_points: its 20x20 query grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Reference:
     tick_tool_targets: np.ndarray  # (T, 4, 4) the expert's commanded T_body_tool
     tick_phases: tuple[str, ...]  # (T,) expert phase names ("start", "approach", ...)
     # (H+1, N, 2) GT tracks of the stack's own query points (expert_reference's query_points,
-    # by default the STACK_QUERY_POINTS grid), same steps
+    # by default stack_query_points), same steps
     grid_tracks_px: np.ndarray | None = None
 
 
@@ -120,9 +120,13 @@ def sim_config(cfg: EpisodeConfig, base: SimConfig | None = None) -> SimConfig:
 
 def stack_query_points(rgb0: np.ndarray, goal_rgb: np.ndarray) -> np.ndarray:
     """The stack's own query points ``P0`` (N, 2) px for I0 and the goal: the track_predictor's
-    default, a uniform grid of STACK_QUERY_POINTS (no privileged segmentation)."""
+    defaults (``TrackPredictorConfig`` num_points and point_mode), seed 0 as the evaluation's
+    model tracks (``training.residual_data.predict_tracks``); no privileged segmentation."""
+    cfg = TrackPredictorConfig()
     h, w = rgb0.shape[:2]
-    return sample_query_points(h, w, STACK_QUERY_POINTS, "grid")
+    return sample_query_points(
+        h, w, cfg.num_points, cfg.point_mode, seed=0, image0=rgb0, goal=goal_rgb
+    )
 
 
 def expert_reference(
@@ -135,7 +139,8 @@ def expert_reference(
     Track steps 1..H are spread evenly over the span in which the object moves (from its first
     motion to the end), which is what a goal-conditioned track predictor is trained to output.
     ``tracks_px`` follow points sampled with the segmentation (``object_fraction`` on the part);
-    ``grid_tracks_px`` follow ``query_points(I0, goal)``, by default the stack's own queries.
+    ``grid_tracks_px`` follow ``query_points(I0, goal)``, by default the stack's own queries
+    (:func:`stack_query_points`).
     """
     env = SimEnv(sim_config(cfg, base))
     try:
