@@ -10,19 +10,15 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 import time
 
 import mujoco
+from common import emit_json, parser, print_table  # benchmarks/ is sys.path[0]
 
 from t2a_sim.core import dataset
 from t2a_sim.core.config import SimConfig
 from t2a_sim.core.env import SimEnv
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit_json, parser, print_table
 
 TASK, SPLIT = "drawer_open", "MG"
 

@@ -9,7 +9,6 @@ steps) took 283 s per prediction on this 2-core CPU.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -17,12 +16,10 @@ import numpy as np
 import torch
 from common import emit_json, parser, print_table, stats_ms  # benchmarks/ is sys.path[0]
 
+from t2a_perception.core.predictor import TrackPredictor, sample_query_points
+from t2a_perception.nodes.track_predictor import resolve_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # training/ is a folder of the repository, not an installed package
-
-from t2a_perception.core.predictor import TrackPredictor, sample_query_points  # noqa: E402
-from t2a_perception.nodes.track_predictor import resolve_checkpoint  # noqa: E402
-
 SAMPLERS = [("ddim", 10), ("ddim", 50), ("ddpm", None)]
 
 

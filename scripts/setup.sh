@@ -5,7 +5,8 @@
 #      (requirements/python.txt), all constrained by requirements/lock.txt
 #   3. the CMake path fix for the ROS wheels (they were built under /opt/python/cp311-cp311)
 #   4. t2a_msgs built for real with rosidl and installed into the venv
-#   5. the ament_python packages installed (editable) into the venv
+#   5. the ament_python packages and training/ (package `training`, console scripts t2a-train-*,
+#      t2a-eval, ...) installed (editable) into the venv
 # Idempotent: every step checks whether it is already done, so a second run takes seconds.
 # Environment: PYTHON (interpreter for the venv, default python3.11 or python3), VENV (default
 # .venv), T2A_SKIP_APT=1 to skip apt (e.g. without root).
@@ -106,13 +107,14 @@ fi
 
 # --------------------------------------------------------------------------- 5. t2a packages
 PKGS=(t2a_common t2a_control t2a_perception t2a_planning t2a_sim t2a_bringup)
-# Every package's setup.py (console scripts) and package.xml: a change reinstalls them all.
-pkgs_hash=$(cd ros2_ws/src && for p in "${PKGS[@]}"; do cat "$p/setup.py" "$p/package.xml"; done |
-  sha256sum | cut -c1-16)
+# Every package's setup.py (console scripts) and package.xml, and training/pyproject.toml: a change
+# (or a package added to this list) reinstalls them all.
+pkgs_hash=$( (cd ros2_ws/src && for p in "${PKGS[@]}"; do cat "$p/setup.py" "$p/package.xml"; done;
+  cat "$ROOT/training/pyproject.toml") | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMPS/pkgs" 2>/dev/null)" != "$pkgs_hash" ]; then
-  say "pip: installing ${PKGS[*]} (editable)"
+  say "pip: installing ${PKGS[*]} training (editable)"
   mkdir -p "$ROOT/build"
-  args=()
+  args=(-e training)
   for p in "${PKGS[@]}"; do args+=(-e "ros2_ws/src/$p"); done
   "$PY" -m pip install -q --no-deps --no-build-isolation "${args[@]}" > "$ROOT/build/pip-t2a.log" 2>&1 ||
     { tail -n 40 "$ROOT/build/pip-t2a.log"; exit 1; }

@@ -55,9 +55,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the workspace root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from t2a_bringup.core.bag import BagError
 from t2a_bringup.core.bag_frames import (
     CLOCKS,

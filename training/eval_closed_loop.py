@@ -49,7 +49,6 @@ import collections
 import json
 import math
 import multiprocessing as mp
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -57,23 +56,21 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from t2a_bringup.core.episode import (  # noqa: E402
+from t2a_bringup.core.episode import (
     FAILURES,
     EpisodeConfig,
     Reference,
     expert_reference,
     run_episode,
 )
-from t2a_control.core.controller import POLICY_STATES, ControllerConfig  # noqa: E402
-from t2a_control.core.policy_runtime import PolicyRunner, RunnerConfig  # noqa: E402
-from t2a_perception.core.frames import depth_at_points  # noqa: E402
-from t2a_sim.core.tasks import SPLITS, TASKS, tasks_of  # noqa: E402
-from training.residual_data import nominal_T_body_cam, predict_tracks  # noqa: E402
-from training.train_residual import TrackFeeder, grasp_offset  # noqa: E402
+from t2a_control.core.controller import POLICY_STATES, ControllerConfig
+from t2a_control.core.policy_runtime import PolicyRunner, RunnerConfig
+from t2a_perception.core.frames import depth_at_points
+from t2a_sim.core.tasks import SPLITS, TASKS, tasks_of
+from training.residual_data import nominal_T_body_cam, predict_tracks
+from training.train_residual import TrackFeeder, grasp_offset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (track source, controller mode, checkpoint flag)
 METHODS: dict[str, tuple[str, str, str]] = {
@@ -83,6 +80,7 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "gt_open_loop": ("gt", "open_loop", ""),
     "gt_query": ("gt_query", "open_loop", ""),
     "gt_residual": ("gt", "residual", "residual_checkpoint"),
+    "grounded": ("grounded", "open_loop", ""),
 }
 LABELS = {
     "open_loop": "Track2Act (Open-Loop)",
@@ -91,6 +89,7 @@ LABELS = {
     "gt_open_loop": "GT tracks, open loop (upper bound)",
     "gt_query": "GT tracks of the stack's own query points, open loop",
     "gt_residual": "GT tracks + residual (upper bound)",
+    "grounded": "Goal grounding only (screw to the estimated final pose), open loop",
     "expert": "Scripted expert (same episodes)",
 }
 DEFAULT_CHECKPOINTS = {
@@ -177,6 +176,16 @@ def _model_tracks(ref: Reference) -> tuple[np.ndarray, np.ndarray]:
     return tracks, depth_at_points(ref.depth0, tracks[0])
 
 
+def _grounded_tracks(ref: Reference, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grounding-only tracks (``t2a_perception.core.grounding``) of the stack's query points."""
+    from t2a_bringup.core.episode import stack_query_points
+    from t2a_perception.core.grounding import grounded_tracks
+
+    p0 = stack_query_points(ref.rgb0, ref.goal_rgb)
+    tracks, _ = grounded_tracks(ref.rgb0, ref.depth0, ref.goal_rgb, ref.intrinsics, p0, horizon)
+    return tracks, depth_at_points(ref.depth0, tracks[0])
+
+
 def _run_job(job: tuple[str, str, int, tuple[str, ...]]) -> list[dict[str, Any]]:
     split, task, seed, methods = job
     a = _W["args"]
@@ -191,6 +200,8 @@ def _run_job(job: tuple[str, str, int, tuple[str, ...]]) -> list[dict[str, Any]]
         if source == "model" and predicted is None:
             predicted = _model_tracks(ref)
         given = predicted if source == "model" else None
+        if source == "grounded":
+            given = _grounded_tracks(ref, cfg.horizon)
         if source == "gt_query":
             grid = ref.grid_tracks_px
             given = (grid, depth_at_points(ref.depth0, grid[0]))

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,9 +42,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-
-if __package__ in (None, ""):  # run as a script: make the workspace root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from t2a_common.core.config import from_dict
 from t2a_perception.core.checkpoint import load_checkpoint

@@ -17,13 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-if __package__ in (None, ""):  # run as a script: make the workspace root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from t2a_common.core.types import PointTrackSet
 from t2a_control.core.policy_runtime import PolicyRunner

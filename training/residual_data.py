@@ -111,9 +111,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-if __package__ in (None, ""):  # run as a script: make the workspace root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from t2a_bringup.core.episode import (
     EpisodeConfig,
     Reference,

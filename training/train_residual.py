@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -53,9 +52,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-
-if __package__ in (None, ""):  # run as a script: make the workspace root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from t2a_bringup.core.episode import Reference, expert_reference, run_episode
 from t2a_common.core.config import check, nested, param

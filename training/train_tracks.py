@@ -36,15 +36,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-
-if __package__ in (None, ""):  # run as a script: make the workspace root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from t2a_common.core.config import check, nested, param
 from t2a_perception.core.checkpoint import load_checkpoint, save_checkpoint
