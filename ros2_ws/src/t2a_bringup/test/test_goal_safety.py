@@ -202,3 +202,10 @@ def test_bad_goals_are_refused_with_their_reason_and_the_arm_never_moves():
             assert not res2.success, res2.message
             assert f"goal {res.goal_id} is active" in res2.message, res2.message
         node.destroy_node()
+        # Ctrl-C while the loop ticks: each node exits 0, with no exception left in a callback
+        # ("The following exception was never retrieved") and no abort at interpreter exit.
+        for proc in (p_ctl, p_plan, p_perc):
+            out = proc.stop()
+            assert proc.proc.returncode == 0, out[-3000:]
+            for bad in ("never retrieved", "terminate called", "Traceback"):
+                assert bad not in out, out[-3000:]

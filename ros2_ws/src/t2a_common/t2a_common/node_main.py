@@ -18,7 +18,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
     (the reason, e.g. an invalid parameter, is logged rather than dumped as a traceback).
     """
     rclpy.init(args=sys.argv if args is None else args)
-    node = None
+    node = executor = None
     try:
         try:
             node = make_node()
@@ -31,6 +31,12 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Let callbacks still running on the executor's threads finish before their node goes:
+        # one that fails on a destroyed publisher leaves an exception in its task, which rclpy
+        # prints at exit as "The following exception was never retrieved", and a worker thread
+        # alive at interpreter exit aborts the process ("terminate called ...").
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
