@@ -476,7 +476,7 @@ def main(args: list[str] | None = None) -> int:
     """Spin the sim (physics, camera, episodes) on this thread and its spot_ros2 stand-in, whose
     services block for seconds of sim time, on a second one."""
     rclpy.init(args=sys.argv if args is None else args)
-    sim = None
+    sim = driver = driver_thread = None
     try:
         try:
             sim = SimNode()
@@ -492,13 +492,20 @@ def main(args: list[str] | None = None) -> int:
             except ExternalShutdownException:
                 pass
 
-        threading.Thread(target=spin_driver, name="spot_ros2", daemon=True).start()
+        driver_thread = threading.Thread(target=spin_driver, name="spot_ros2", daemon=True)
+        driver_thread.start()
         executor = SingleThreadedExecutor()
         executor.add_node(sim)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Stop the spot_ros2 thread first: left spinning at interpreter exit it aborts the
+        # process ("terminate called without an active exception") on Ctrl-C.
+        if driver is not None:
+            driver.shutdown(timeout_sec=5.0)
+        if driver_thread is not None:
+            driver_thread.join(timeout=5.0)
         if sim is not None:
             sim.driver_node.destroy_node()
             sim.destroy_node()
