@@ -216,7 +216,7 @@ def make_plan(
     q = env.joint_positions()[:6]
     return plan_from_tracks(
         ref_tracks, env.intrinsics, T_body_cam, env.hand_pose(), planner_cfg, depth=depth0,
-        reachable=lambda T: kinematics.solve_ik(T, q).success,
+        reachable=lambda T: kinematics.solve_ik(T, q).success, q_start=q,
     )  # fmt: skip
 
 
