@@ -30,7 +30,7 @@ from t2a_control.core.policy import PolicyConfig, PolicyStats, ResidualPolicy
 from training import bag_to_demos, bag_to_tracks
 from training.bag_to_demos import SkipDemo, TeleopConfig, find_motion, tick_steps
 from training.labelers import LucasKanadeLabeler
-from training.residual_data import (
+from training.residual_format import (
     ResidualDataset,
     collate_residual,
     find_demos,

@@ -1,6 +1,6 @@
 """Residual-policy training pipeline: demos, dataset, labels (unit) and training smoke runs (slow).
 
-The unit tests write small fake demos in the ``training/residual_data.py`` ``.npz`` layout (no
+The unit tests write small fake demos in the ``training/residual_format.py`` ``.npz`` layout (no
 MuJoCo) whose labels are known exactly, and check that a batch is what ``compute_loss`` expects
 and what ``PolicyRunner`` builds from the same observation. The slow tests record a few real
 demos in t2a_sim, train a tiny policy, export it, load it with ``PolicyRunner`` and run it in
@@ -33,18 +33,15 @@ from t2a_control.core.policy import (
     residual_targets,
 )
 from t2a_control.core.policy_runtime import PolicyRunner
-from training import residual_data, train_residual
-from training.residual_data import (
+from training import residual_data, residual_demos, residual_format, train_residual
+from training.residual_demos import ExpertTrace, OraclePolicy, expert_targets, perturb_plan
+from training.residual_format import (
     DemoConfig,
     DemoDataConfig,
-    ExpertTrace,
-    OraclePolicy,
     ResidualDataset,
     collate_residual,
-    expert_targets,
     find_demos,
     load_demos,
-    perturb_plan,
     select_demos,
 )
 
@@ -71,7 +68,7 @@ def random_poses(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def fake_demo(split: str, task: str, seed: int, variant: int = 0, success: bool = True) -> dict:
-    """A demo in the residual_data layout: random frames, tracks, plan; labels = plan (+) noise."""
+    """A demo in residual_format's layout: frames, tracks, plan; labels = plan (+) noise."""
     rng = np.random.default_rng([seed, variant, len(task)])
     T = len(STEPS)
     plan = random_poses(rng, HORIZON + 1)
@@ -96,8 +93,8 @@ def fake_demo(split: str, task: str, seed: int, variant: int = 0, success: bool 
         "tracks_depth_m": np.where(
             np.arange(N_POINTS) % 5 == 4, np.nan, rng.uniform(0.5, 1.5, N_POINTS)
         ).astype(np.float32),
-        "intrinsics": residual_data.intrinsics_array(Intrinsics.from_fov(CAM_W, CAM_H, 60.0)),
-        "T_body_cam": residual_data.nominal_T_body_cam(),
+        "intrinsics": residual_format.intrinsics_array(Intrinsics.from_fov(CAM_W, CAM_H, 60.0)),
+        "T_body_cam": residual_format.nominal_T_body_cam(),
         "plan_poses": plan,
         "plan_times": np.arange(HORIZON + 1) * 0.2,
         "plan_pregrasp": plan[0],
@@ -115,8 +112,8 @@ def write_fake_demos(root: Path, seeds: int = 6) -> Path:
     for seed in range(seeds):
         for task in ("drawer_open", "box_push"):
             demo = fake_demo("MG", task, seed, success=seed != 5 or task != "box_push")
-            residual_data.save_demo(residual_data.demo_path(root, "MG", task, seed, 0), demo)
-    residual_data.write_demo_index(root, DemoConfig(width=CAM_W, height=CAM_H, horizon=HORIZON))
+            residual_format.save_demo(residual_format.demo_path(root, "MG", task, seed, 0), demo)
+    residual_format.write_demo_index(root, DemoConfig(width=CAM_W, height=CAM_H, horizon=HORIZON))
     return root
 
 
@@ -211,7 +208,7 @@ def test_a_sample_is_what_policy_runner_builds_from_the_same_tick(fake_root, poi
     index = 4
     d, t = ds.locate(index)
     split, task, seed, variant = ds.demos[d].key
-    path = residual_data.demo_path(fake_root, split, task, seed, variant).with_suffix(".npz")
+    path = residual_format.demo_path(fake_root, split, task, seed, variant).with_suffix(".npz")
     with np.load(path) as z:
         raw = {k: z[k] for k in z.files}
     # The observation dict the controller hands its policy at that tick (controller names).
@@ -226,7 +223,7 @@ def test_a_sample_is_what_policy_runner_builds_from_the_same_tick(fake_root, poi
     }
     runner_kw = {}
     if point_xyz:  # what the controller node holds: PointTracks (depth of P0) + calibration
-        intr = residual_data.intrinsics_from_array(raw["intrinsics"])
+        intr = residual_format.intrinsics_from_array(raw["intrinsics"])
         obs["tracks"] = PointTrackSet(raw["tracks_px"], raw["tracks_depth_m"], intr)
         runner_kw["T_body_cam"] = raw["T_body_cam"]
     model = RecordingPolicy(policy)
@@ -266,9 +263,9 @@ def test_collate_pads_tracks_with_a_mask():
 def test_demos_without_p0_depth_are_refused_by_a_point_xyz_policy():
     demo = fake_demo("MG", "drawer_open", 0)
     old = {k: v for k, v in demo.items() if k not in ("tracks_depth_m", "T_body_cam")}
-    residual_data.prepare_demo(old, tiny_policy(point_xyz=False))  # fine without point_xyz
+    residual_format.prepare_demo(old, tiny_policy(point_xyz=False))  # fine without point_xyz
     with pytest.raises(ValueError, match=r"tracks_depth_m, T_body_cam.*record it again"):
-        residual_data.prepare_demo(old, tiny_policy(point_xyz=True))
+        residual_format.prepare_demo(old, tiny_policy(point_xyz=True))
 
 
 def test_same_seed_same_samples_and_augmentation_changes_with_the_epoch(fake_root):
@@ -432,12 +429,12 @@ def test_nominal_extrinsics_are_the_planner_nodes():
     from t2a_planning.core.node_config import PlannerNodeConfig
 
     np.testing.assert_allclose(
-        residual_data.nominal_T_body_cam(), PlannerNodeConfig().T_body_cam, atol=1e-9
+        residual_format.nominal_T_body_cam(), PlannerNodeConfig().T_body_cam, atol=1e-9
     )
 
 
 def test_a_demo_directory_refuses_other_settings(tmp_path):
-    residual_data.write_demo_index(tmp_path, DemoConfig())
+    residual_format.write_demo_index(tmp_path, DemoConfig())
     with pytest.raises(ValueError, match="other settings"):
         residual_data.generate_demos(tmp_path, [], DemoConfig(step_noise_m=0.01), progress=False)
     residual_data.generate_demos(tmp_path, [], DemoConfig(), progress=False)  # same: fine
@@ -493,7 +490,7 @@ SMALL = DemoConfig(width=160, height=120, num_points=200, max_time_s=30.0)
 @pytest.mark.sim
 def test_demo_trace_follows_the_part():
     cfg = SMALL.episode_config("drawer_open", "MG", 1)
-    _ref, trace = residual_data.demo_reference(cfg)
+    _ref, trace = residual_demos.demo_reference(cfg)
     # The part is at rest at step 0 and where the expert left it at the last step.
     assert np.allclose(trace.object_poses[0], trace.grasp_object_pose, atol=2e-3)
     assert not np.allclose(trace.object_poses[-1], trace.object_poses[0], atol=1e-2)
@@ -530,7 +527,7 @@ def test_generate_train_export_and_run_closed_loop(sim_demos, tmp_path):
         saved = {k: z[k] for k in z.files}
     assert saved["rgb"].shape[1:] == (120, 160, 3) and len(saved["step"]) == len(saved["hand"]) > 0
     # Seeded: recording the same demo again, outside the generator, gives the same arrays.
-    again = residual_data.record_demos(
+    again = residual_demos.record_demos(
         recorded["task"], "MG", recorded["seed"], [recorded["variant"]], SMALL
     )[0]
     for key in ("rgb", "step", "hand", "plan_poses", "expert_poses", "tracks_px"):
@@ -548,14 +545,14 @@ def test_generate_train_export_and_run_closed_loop(sim_demos, tmp_path):
     assert len(evals) == 2 and all(r["cl_success"] != "" for r in evals)
     assert (out / "best" / "model.safetensors").is_file()
 
-    runner = PolicyRunner(export, T_body_cam=residual_data.nominal_T_body_cam())
+    runner = PolicyRunner(export, T_body_cam=residual_format.nominal_T_body_cam())
     assert runner.action_mode == "residual" and runner.horizon == SMALL.horizon
     assert runner.policy_config.point_xyz
-    demo_cfg = residual_data.read_demo_config(sim_demos)
+    demo_cfg = residual_format.read_demo_config(sim_demos)
     cfg = demo_cfg.episode_config("drawer_open", "MG", 0, grasp_offset_m=(0.02, 0.0, 0.0))
     ref = expert_reference(cfg)
     result = run_episode(
-        cfg, T_body_cam=residual_data.nominal_T_body_cam(),
+        cfg, T_body_cam=residual_format.nominal_T_body_cam(),
         controller_cfg=ControllerConfig(mode="residual"),
         policy=train_residual.TrackFeeder(runner, ref), reference=ref,
     )  # fmt: skip

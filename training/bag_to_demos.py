@@ -1,4 +1,4 @@
-"""Teleoperation bags -> residual-policy demonstrations in ``training/residual_data.py``'s format.
+"""Teleoperation bags -> residual-policy demonstrations in ``training/residual_format.py``
 
 A person teleoperates the arm through one manipulation while ``t2a-record`` records the camera
 (colour, aligned depth, camera_info) and ``/spot/joint_states`` (six arm joints and the finger
@@ -33,7 +33,7 @@ node's defaults (aligned depth of I0, the hand pose at I0, IK reachability from 
 training target is then ``a*_k`` relative to that plan, as for simulated demos. A demo whose plan
 fails, or whose recording cannot be labelled, is skipped with the reason printed.
 
-Layout and keys are ``residual_data``'s (``OUT/index.json``, ``OUT/<split>/<task>/<seed>_00.npz``
+Layout and keys are ``residual_format``'s (``OUT/index.json``, ``OUT/<split>/<task>/<seed>_00.npz``
 and ``.json``); the ``seed`` of a demo is a hash of its bag name and window (the unit the
 train/validation split holds out); ``object_poses`` are NaN (unknown outside the simulator),
 ``track_on_object`` marks the points the planner found moving, and ``clean_plan_poses`` equal
@@ -76,7 +76,7 @@ from t2a_planning.core.planner import plan_from_tracks
 from training.bag_to_tracks import parse_segment
 from training.engine import add_config_flags, config_from_flags
 from training.labelers import LucasKanadeLabeler
-from training.residual_data import (
+from training.residual_format import (
     FORMAT,
     DemoConfig,
     demo_path,
@@ -347,7 +347,7 @@ def convert_demo(
     predictor: TrackPredictor | None = None,
     goal: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """One window of a bag -> the demo arrays of ``residual_data`` (``meta`` without the
+    """One window of a bag -> the demo arrays of ``residual_format`` (``meta`` without the
     directory keys ``split``/``task``/``seed``/``variant``). Raises SkipDemo with the reason."""
     planner_cfg = planner_cfg or PlannerConfig()
     H, period = cfg.horizon, 1.0 / cfg.rate_hz
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     """Convert teleoperation bags to residual demos; returns the exit status (1: none made)."""
     p = argparse.ArgumentParser(
         description="Convert teleoperation bags (camera + /spot/joint_states, from t2a-record) "
-        "into residual-policy demos that train_residual.py reads (residual_data.py's format).",
+        "into residual-policy demos that train_residual.py reads (residual_format.py).",
     )
     p.add_argument("bags", nargs="+", help="rosbag2 folders")
     p.add_argument("--out", required=True, help="demo directory (created; may hold other demos)")

@@ -67,7 +67,8 @@ from t2a_control.core.controller import POLICY_STATES, ControllerConfig
 from t2a_control.core.policy_runtime import PolicyRunner, RunnerConfig
 from t2a_perception.core.frames import depth_at_points
 from t2a_sim.core.tasks import SPLITS, TASKS, tasks_of
-from training.residual_data import nominal_T_body_cam, predict_tracks
+from training.residual_demos import predict_tracks
+from training.residual_format import nominal_T_body_cam
 from training.train_residual import TrackFeeder, grasp_offset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ import torch
 
 from t2a_common.core.types import PointTrackSet
 from t2a_control.core.policy_runtime import PolicyRunner
-from training.residual_data import (
+from training.residual_format import (
     DemoDataConfig,
     find_demos,
     intrinsics_from_array,

@@ -70,7 +70,7 @@ from t2a_control.core.policy import (
 from t2a_control.core.policy_runtime import PolicyRunner
 from t2a_perception.core.frames import depth_at_points
 from training import engine
-from training.residual_data import (
+from training.residual_format import (
     DemoConfig,
     DemoDataConfig,
     DemoRef,

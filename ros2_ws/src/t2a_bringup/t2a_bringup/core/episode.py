@@ -121,7 +121,7 @@ def sim_config(cfg: EpisodeConfig, base: SimConfig | None = None) -> SimConfig:
 def stack_query_points(rgb0: np.ndarray, goal_rgb: np.ndarray) -> np.ndarray:
     """The stack's own query points ``P0`` (N, 2) px for I0 and the goal: the track_predictor's
     defaults (``TrackPredictorConfig`` num_points and point_mode), seed 0 as the evaluation's
-    model tracks (``training.residual_data.predict_tracks``); no privileged segmentation."""
+    model tracks (``training.residual_demos.predict_tracks``); no privileged segmentation."""
     cfg = TrackPredictorConfig()
     h, w = rgb0.shape[:2]
     return sample_query_points(

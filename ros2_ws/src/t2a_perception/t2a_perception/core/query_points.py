@@ -34,7 +34,7 @@ the static scene and the model still gets its usual spread. With an empty mask i
 plain grid. A user's region of interest is a plain mask for ``predictor.sample_query_points``
 and overrides all of this (the node decides).
 
-The same sampler serves inference (track_predictor node, ``training/residual_data.py``,
+The same sampler serves inference (track_predictor node, ``training/residual_demos.py``,
 evaluation) and can serve the training data path, which today samples ``P0`` with the
 simulator's segmentation at the same 50% share (see ``training/track_data.py``).
 """
