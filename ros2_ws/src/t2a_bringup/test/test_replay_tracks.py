@@ -102,7 +102,10 @@ def test_replayed_bag_gives_the_same_tracks_as_live(tmp_path):
     from rosbags.rosbag2 import Reader
 
     bag = tmp_path / "bag"
-    goal = np.random.default_rng(3).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    from t2a_bringup.core.episode import EpisodeConfig, expert_reference
+
+    # A real goal of the sim node's default episode: set_goal refuses one that is random noise.
+    goal = expert_reference(EpisodeConfig("drawer_open", "MG", 0, width=320, height=240)).goal_rgb
     request = SetGoal.Request(goal_image=ros_conv.numpy_to_image(goal, "rgb8"), seed=SEED)
     replay_args = ["-r", "__ns:=/replay", "-p", f"color_topic:={REPLAY[COLOR]}",
                    "-p", f"depth_topic:={REPLAY[DEPTH]}",
