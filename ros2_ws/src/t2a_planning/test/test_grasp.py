@@ -278,7 +278,7 @@ def test_door_closing_without_a_visible_handle_is_pushed_near_its_free_edge():
 def test_plan_carries_the_grasp_and_its_markers_show_it():
     from builtin_interfaces.msg import Time
 
-    from t2a_planning.ros_conv import plan_markers
+    from t2a_planning.plan_viz import plan_markers
 
     bottle = cylinder([0.95, 0.0, TABLE_Z], 0.033, 0.0, 0.2)
     depth, _, _, tracks = scene([bottle], [0], lift())

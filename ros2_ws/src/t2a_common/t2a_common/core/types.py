@@ -1,8 +1,8 @@
 """Data passed between packages, as plain validated arrays (the numpy side of t2a_msgs).
 
 perception produces a :class:`PointTrackSet`; planning turns it into an :class:`EEPlan`; control
-executes the plan. Each package's ros_conv converts these to and from t2a_msgs, so cores never see
-messages and every consumer agrees on shapes and frames.
+executes the plan. ``t2a_common.ros_conv`` converts these to and from t2a_msgs, so cores never
+see messages and every consumer agrees on shapes and frames.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from t2a_perception.core.frames import StampPairer, depth_at_points, draw_tracks
 from t2a_perception.core.goal_check import check_goal
 from t2a_perception.core.node_config import DEFAULT_MODEL, TrackPredictorConfig
 from t2a_perception.core.predictor import TrackPredictor, sample_query_points
-from t2a_perception.ros_conv import track_markers
+from t2a_perception.track_viz import track_markers
 
 
 def resolve_checkpoint(path: str) -> Path:

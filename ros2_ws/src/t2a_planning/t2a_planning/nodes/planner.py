@@ -27,7 +27,7 @@ from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
 from t2a_msgs.msg import Plan as PlanMsg
 from t2a_msgs.msg import PointTracks
-from t2a_planning import ros_conv as plan_conv
+from t2a_planning import plan_viz as plan_conv
 from t2a_planning.core.node_config import PlannerNodeConfig
 from t2a_planning.core.planner import plan_from_tracks
 
