@@ -217,7 +217,7 @@ def test_stop_holds_then_goes_idle_without_the_plan():
     np.testing.assert_allclose(q_end, q_stop, atol=1e-12)
 
 
-def test_stale_input_holds_within_two_ticks_and_resumes_where_it_was():
+def test_stale_input_holds_on_the_second_tick_and_resumes_where_it_was():
     plan = pull_plan()
     loop = make_loop(plan=plan)
     cmd = loop.run_until(lambda c: c.state == "execute" and c.step >= 3)
@@ -230,8 +230,8 @@ def test_stale_input_holds_within_two_ticks_and_resumes_where_it_was():
         if cmd.state == "hold" and held_at is None:
             held_at = len(loop.commands) - 1
             q_held = cmd.q_target.copy()
-    # Two periods old is still fresh; the first tick past that holds.
-    assert held_at == last_image_tick + 3
+    # One period (+ the watchdog's margin) old is still fresh; two periods old holds.
+    assert held_at == last_image_tick + 2
     hold_cmds = loop.commands[held_at:]
     assert all(c.state == "hold" and "image" in c.hold_reason for c in hold_cmds)
     assert all(np.array_equal(c.q_target, q_held) for c in hold_cmds)

@@ -1,4 +1,5 @@
-"""Input watchdog: stale within two control periods, fresh again on the next message."""
+"""Input watchdog: stale after one control period plus a margin (by default), fresh again on the
+next message."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_inputs_are_stale_until_received():
 
 
 def test_stale_within_two_ticks_and_fresh_again_on_the_next_message():
-    dog = Watchdog(["image", "joint_states", "plan"], PERIOD, stale_ticks=2)
+    dog = Watchdog(["image", "joint_states", "plan"], PERIOD, stale_ticks=2, margin_s=0.0)
     ok_per_tick = []
     for tick in range(12):
         now = tick * PERIOD
@@ -39,8 +40,20 @@ def test_stale_within_two_ticks_and_fresh_again_on_the_next_message():
     assert ok_per_tick == [True] * 6 + [False] * 3 + [True] * 3
 
 
+def test_by_default_one_period_and_the_margin_old_is_the_oldest_fresh_input():
+    config = WatchdogConfig()
+    assert config.max_age_s(PERIOD) == pytest.approx(0.3)
+    dog = Watchdog.from_config(config, PERIOD)
+    dog.feed("image", 1.0)
+    dog.feed("joint_states", 1.0)
+    assert dog.check(1.0 + PERIOD)[0]  # the next tick still moves
+    assert dog.check(1.0 + 0.3)[0]
+    assert not dog.check(1.0 + 2 * PERIOD)[0]  # the one after holds
+    assert dog.describe(1.0 + 2 * PERIOD) == "joint_states 0.40 s old, image 0.40 s old"
+
+
 def test_exactly_two_periods_old_is_still_fresh():
-    dog = Watchdog(["image"], PERIOD, stale_ticks=2)
+    dog = Watchdog(["image"], PERIOD, stale_ticks=2, margin_s=0.0)
     dog.feed("image", 1.0)
     assert dog.check(1.0 + 2 * PERIOD)[0]
     assert not dog.check(1.0 + 2 * PERIOD + 1e-5)[0]
@@ -68,7 +81,7 @@ def test_clock_jumping_back_takes_the_new_stamp():
 
 def test_reset_forgets_every_input():
     dog = Watchdog.from_config(WatchdogConfig(inputs=("image",), stale_ticks=3.0), PERIOD)
-    assert dog.max_age_s == pytest.approx(0.6, abs=1e-5)
+    assert dog.max_age_s == pytest.approx(0.6 + 0.1, abs=1e-5)  # three periods + the margin
     dog.feed("image", 0.0)
     dog.reset()
     assert not dog.check(0.0)[0]
@@ -80,6 +93,7 @@ def test_reset_forgets_every_input():
         ({"inputs": ("image", "image")}, "twice"),
         ({"inputs": ("",)}, "non-empty"),
         ({"stale_ticks": 0.0}, "stale_ticks"),
+        ({"margin_s": -0.1}, "margin_s"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, match):

@@ -1,7 +1,10 @@
 """Input watchdog: the arm may only move while every input it depends on is fresh.
 
 Each watched input (camera image, joint states, ...) reports when it was last received; an input
-is stale once that is more than ``stale_ticks`` control periods ago, or if it never arrived. Time
+is stale once that is more than ``stale_ticks`` control periods plus ``margin_s`` ago, or if it
+never arrived. The defaults (one period + 0.1 s) mean no plan step is commanded from an input
+older than 0.3 s at 5 Hz: the tick after the last frame still moves, the next one holds (with
+two periods, two more steps were commanded after the camera stopped). Time
 is whatever clock the caller uses (ROS time in the node, sim time in tests), passed in as floats,
 so the watchdog is deterministic and never reads a clock itself.
 """
@@ -23,7 +26,10 @@ class WatchdogConfig:
         ("joint_states", "image"), "inputs that must stay fresh while the arm moves (names)"
     )
     stale_ticks: float = param(
-        2.0, "an input last received more than this many control periods ago is stale (periods)"
+        1.0, "an input last received more than this many control periods (+ margin_s) ago is stale"
+    )
+    margin_s: float = param(
+        0.1, "added to stale_ticks periods: delivery and scheduling jitter of a fresh input (s)"
     )
 
     def __post_init__(self) -> None:
@@ -41,6 +47,16 @@ class WatchdogConfig:
             and self.stale_ticks > 0,
             f"WatchdogConfig.stale_ticks = {self.stale_ticks!r}, expected a finite number > 0",
         )
+        check(
+            isinstance(self.margin_s, (int, float))
+            and math.isfinite(self.margin_s)
+            and self.margin_s >= 0,
+            f"WatchdogConfig.margin_s = {self.margin_s!r}, expected a finite number >= 0 (s)",
+        )
+
+    def max_age_s(self, period_s: float) -> float:
+        """Oldest an input may be (s) in a loop with period ``period_s`` (s)."""
+        return self.stale_ticks * period_s + self.margin_s
 
 
 _ROUNDING_S = 1e-6  # s of slack on the allowed age
@@ -49,20 +65,24 @@ _ROUNDING_S = 1e-6  # s of slack on the allowed age
 class Watchdog:
     """Last receive time per named input; :meth:`check` says which ones are stale at ``now``."""
 
-    def __init__(self, names: Iterable[str], period_s: float, stale_ticks: float = 2.0) -> None:
+    def __init__(
+        self, names: Iterable[str], period_s: float, stale_ticks: float = 1.0, margin_s: float = 0.1
+    ) -> None:
         if not (math.isfinite(period_s) and period_s > 0):
             raise ValueError(f"watchdog period is {period_s!r} s, expected a finite number > 0")
         if not (math.isfinite(stale_ticks) and stale_ticks > 0):
             raise ValueError(f"stale_ticks is {stale_ticks!r}, expected a finite number > 0")
+        if not (math.isfinite(margin_s) and margin_s >= 0):
+            raise ValueError(f"margin_s is {margin_s!r} s, expected a finite number >= 0")
         self.names: tuple[str, ...] = tuple(names)
         # Stamps summed from periods are off by rounding: "exactly two periods" must not flicker.
-        self.max_age_s = stale_ticks * period_s + _ROUNDING_S
+        self.max_age_s = stale_ticks * period_s + margin_s + _ROUNDING_S
         self._last: dict[str, float] = {}
 
     @classmethod
     def from_config(cls, config: WatchdogConfig, period_s: float) -> Watchdog:
         """Watchdog over ``config.inputs`` for a control loop with period ``period_s`` (s)."""
-        return cls(config.inputs, period_s, config.stale_ticks)
+        return cls(config.inputs, period_s, config.stale_ticks, config.margin_s)
 
     def feed(self, name: str, stamp_s: float) -> None:
         """Record that input ``name`` was received at ``stamp_s`` (s); unknown names are ignored.
