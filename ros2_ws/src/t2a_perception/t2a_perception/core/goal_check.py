@@ -9,7 +9,11 @@ only if, in this order:
    right and their lower neighbour) and not blank (no contrast at all);
 2. it shows the live scene: after the best small translation (the camera may have moved a few
    pixels), most pixels agree with ``I0`` in colour up to a tolerance and a global per-channel
-   gain (exposure); a goal that matches well only after a larger shift is refused as shifted;
+   gain (exposure); a goal that is the live view re-framed (a larger shift, found by phase
+   correlation, or a zoom, probed at ``probe_zooms`` and refined by ECC) is refused when that
+   warp explains nearly all of it (``view_min_agree``, ``view_residual``). A goal whose object
+   moved but that is also shifted is caught only when the static scene has enough structure to
+   show the shift: in flat scenes a shift and an object's motion look alike;
 3. it differs from ``I0``: the pixels that disagree (after a morphological opening that drops
    sensor noise and single-pixel edges) cover a meaningful share of the image;
 4. ``I0`` has usable depth where the goal differs (the planner lifts the moving points with it).
@@ -34,7 +38,9 @@ from t2a_common.core.config import check, param
 class GoalCheckConfig:
     """Thresholds of :func:`check_goal`. Shares are fractions of the image's pixels."""
 
-    enabled: bool = param(True, "refuse goals that fail the check (False: report only)")
+    enabled: bool = param(
+        True, "set_goal refuses goals that fail the check (False: it only logs the verdict)"
+    )
     work_width: int = param(160, "both images are compared at this width (px)")
     noise_jump: float = param(
         40.0, "colour step (max over channels, 0..255 levels) that counts as a noisy jump"
@@ -97,7 +103,8 @@ class GoalCheck:
     reason: str  # '' when ok
     noise_share: float = math.nan  # share of goal pixels that are noisy jumps
     contrast: float = math.nan  # grey-level std of the goal (0..255)
-    shift_px: tuple[float, float] = (0.0, 0.0)  # (du, dv) goal against I0, in I0 pixels
+    # (du, dv) in I0 pixels: I0's pixel (u, v) is compared with the goal's (u + du, v + dv)
+    shift_px: tuple[float, float] = (0.0, 0.0)
     agree_share: float = math.nan  # share of pixels that agree with I0 after shift and gain
     change_share: float = math.nan  # share of pixels in the change region
     depth_share: float = math.nan  # share of the change region with valid depth at I0
