@@ -176,20 +176,21 @@ def test_goals_over_dds(checkpoint, tmp_path):
         out = cli.communicate()[0]
         assert cli.returncode == 0 and "accepted" in out and "goal_id:" in out, out
 
-        # While the controller executes a goal, a new one is refused unless it preempts.
+        # While the controller executes a goal, a new one is refused unless it preempts. The
+        # status goes out at the controller's 5 Hz, as the node would see it.
         status_pub = node.create_publisher(ControlStatus, "/t2a/status", 5)
+        status = [ControlStatus(state=ControlStatus.STATE_EXECUTE, state_name="execute",
+                                goal_id="abc123", step=4)]  # fmt: skip
+        node.create_timer(0.2, lambda: status_pub.publish(status[0]))
         assert spin_until(node, lambda: status_pub.get_subscription_count() > 0, 10.0)
-        status = ControlStatus(state=ControlStatus.STATE_EXECUTE, state_name="execute",
-                               goal_id="abc123", step=4)  # fmt: skip
-        status_pub.publish(status)
-        spin_until(node, lambda: False, timeout=0.3)
+        spin_until(node, lambda: False, timeout=1.0)
         res = _call(node, client, SetGoal.Request(goal_image=goal), camera=cam)
         assert not res.success and "goal abc123 is active" in res.message, res.message
         assert "/t2a/stop" in res.message
         res = _call(node, client, SetGoal.Request(goal_image=goal, preempt=True), camera=cam)
         assert res.success, res.message
-        status_pub.publish(ControlStatus(state=ControlStatus.STATE_IDLE, state_name="idle"))
-        spin_until(node, lambda: False, timeout=0.3)
+        status[0] = ControlStatus(state=ControlStatus.STATE_IDLE, state_name="idle")
+        spin_until(node, lambda: False, timeout=1.0)
         res = _call(node, client, SetGoal.Request(goal_image=goal), camera=cam)
         assert res.success, res.message
 
