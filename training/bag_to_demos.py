@@ -27,7 +27,7 @@ has settled on the last step.
 
 **The plan** is what the robot would have executed: tracks of I0 towards the goal (the track
 model, as ``track_predictor`` runs it with its defaults, or ``--tracks lk``: Lucas-Kanade through
-the recording, a "perfect predictor" of what happened), then ``plan_from_tracks`` with the planner
+the recording, a "perfect predictor" of what happened), then ``plan_for_arm`` with the planner
 node's defaults (aligned depth of I0, the hand pose at I0, IK reachability from the joints at I0,
 ``T_body_cam`` from ``--camera-xyz``/``--camera-quat-xyzw``, default t2a_sim's camera). The
 training target is then ``a*_k`` relative to that plan, as for simulated demos. A demo whose plan
@@ -72,7 +72,7 @@ from t2a_control.core.controller import STATES, ControllerConfig
 from t2a_perception.core.frames import depth_at_points
 from t2a_perception.core.predictor import POINT_MODES, TrackPredictor, sample_query_points
 from t2a_planning.core.config import PlannerConfig
-from t2a_planning.core.planner import plan_from_tracks
+from t2a_planning.core.planner import plan_for_arm
 from training.bag_to_tracks import parse_segment
 from training.engine import add_config_flags, config_from_flags
 from training.labelers import LucasKanadeLabeler
@@ -399,15 +399,9 @@ def convert_demo(
         tracks = model_tracks(predictor, i0.rgb, goal, cfg)
     else:
         tracks = lk_tracks(frames, window, i0, motion, cfg)
-    reachable = None
-    if cfg.check_reachability:
-
-        def reachable(T: np.ndarray) -> bool:
-            return kinematics.solve_ik(T, q0).success
-
-    plan = plan_from_tracks(
-        tracks, intr, cfg.T_body_cam, kinematics.fk(q0), planner_cfg, depth=depth0,
-        reachable=reachable,
+    plan = plan_for_arm(
+        tracks, intr, cfg.T_body_cam, q0, planner_cfg, depth=depth0,
+        check_reachability=cfg.check_reachability,
     )  # fmt: skip
     if not plan.ok:
         raise SkipDemo(f"plan failed ({plan.status.name}): {plan.message}")

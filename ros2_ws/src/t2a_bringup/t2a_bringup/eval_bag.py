@@ -48,7 +48,7 @@ from t2a_perception.core.predictor import (
 from t2a_perception.nodes.track_predictor import resolve_checkpoint
 from t2a_planning.core.ee_plan import Plan
 from t2a_planning.core.node_config import PlannerNodeConfig
-from t2a_planning.core.planner import plan_from_tracks
+from t2a_planning.core.planner import plan_for_arm
 from t2a_planning.core.status import Status
 
 PROG = "t2a-eval-bag"
@@ -307,15 +307,9 @@ def run_planner(
         return Plan.failure(
             Status.BAD_INPUT, f"no /{cfg.spot_name}/joint_states in the bag: hand pose unknown"
         )
-    reachable = None
-    if cfg.check_reachability:
-
-        def reachable(T: np.ndarray) -> bool:
-            return kinematics.solve_ik(T, q0).success
-
-    return plan_from_tracks(
-        tracks_px, inputs.intrinsics, cfg.T_body_cam, kinematics.fk(q0), cfg.planner,
-        depth=inputs.depth0_m, reachable=reachable,
+    return plan_for_arm(
+        tracks_px, inputs.intrinsics, cfg.T_body_cam, q0, cfg.planner, depth=inputs.depth0_m,
+        check_reachability=cfg.check_reachability,
     )  # fmt: skip
 
 

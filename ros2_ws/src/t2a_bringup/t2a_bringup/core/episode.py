@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from t2a_common.core import kinematics
 from t2a_common.core.config import check, param
 from t2a_common.core.geometry import Intrinsics
 from t2a_common.core.types import PLAN_OK
@@ -27,7 +26,7 @@ from t2a_perception.core.node_config import TrackPredictorConfig
 from t2a_perception.core.predictor import sample_query_points
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan
-from t2a_planning.core.planner import plan_from_tracks
+from t2a_planning.core.planner import plan_for_arm
 from t2a_sim.core import tracks as sim_tracks
 from t2a_sim.core.arm_driver import SimArmDriver
 from t2a_sim.core.config import SimConfig
@@ -213,10 +212,9 @@ def make_plan(
     planner_cfg: PlannerConfig,
 ) -> Plan:
     """The planner on tracks of I0, with IK reachability from the arm's current joints."""
-    q = env.joint_positions()[:6]
-    return plan_from_tracks(
-        ref_tracks, env.intrinsics, T_body_cam, env.hand_pose(), planner_cfg, depth=depth0,
-        reachable=lambda T: kinematics.solve_ik(T, q).success, q_start=q,
+    return plan_for_arm(
+        ref_tracks, env.intrinsics, T_body_cam, env.joint_positions()[:6], planner_cfg,
+        depth=depth0, T_body_tool=env.hand_pose(),
     )  # fmt: skip
 
 

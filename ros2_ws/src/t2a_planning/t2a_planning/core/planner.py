@@ -1,4 +1,10 @@
-"""One call from predicted tracks to an end-effector plan: what the planning node runs."""
+"""One call from predicted tracks to an end-effector plan: what the planning node runs.
+
+:func:`plan_for_arm` is the pipeline step (the arm's joints in, a plan the arm can follow out)
+that the planner node, the episode runner, the bag evaluation and the training scripts call;
+:func:`plan_from_tracks` is the geometry under it, for callers that supply their own hand pose
+and reachability test.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from t2a_common.core import se3
+from t2a_common.core import kinematics, se3
 from t2a_common.core.geometry import Intrinsics, invert
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.ee_plan import Plan, Reachable, build_ee_plan
@@ -136,3 +142,36 @@ def plan_from_tracks(
         detail = ", ".join(f"{k}: {v}" for k, v in rejected.items())
         plan = dataclasses.replace(plan, message=f"{plan.message} (points dropped: {detail})")
     return plan
+
+
+def plan_for_arm(
+    tracks_px: np.ndarray,
+    intrinsics: Intrinsics,
+    T_body_cam: np.ndarray,
+    q: np.ndarray,
+    config: PlannerConfig | None = None,
+    *,
+    depth: np.ndarray | None = None,
+    point_depth_m: np.ndarray | None = None,
+    check_reachability: bool = True,
+    T_body_tool: np.ndarray | None = None,
+) -> Plan:
+    """The plan for the Spot arm at joints ``q`` (6,) rad: :func:`plan_from_tracks` from the hand
+    pose, with every plan pose checked by the arm's IK from ``q`` (unless ``check_reachability``
+    is False) and grasps rehearsed from ``q``.
+
+    T_body_tool: the hand pose (4, 4) when the caller measures it (the simulator's tool site);
+    default forward kinematics of ``q``. The other arguments are :func:`plan_from_tracks`'s.
+    """
+    if T_body_tool is None:
+        T_body_tool = kinematics.fk(q)
+    reachable = None
+    if check_reachability:
+
+        def reachable(T: np.ndarray) -> bool:
+            return kinematics.solve_ik(T, q).success
+
+    return plan_from_tracks(
+        tracks_px, intrinsics, T_body_cam, T_body_tool, config, depth=depth,
+        point_depth_m=point_depth_m, reachable=reachable, q_start=q,
+    )  # fmt: skip

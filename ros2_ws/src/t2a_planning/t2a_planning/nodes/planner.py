@@ -21,7 +21,7 @@ from sensor_msgs.msg import Image, JointState
 from visualization_msgs.msg import MarkerArray
 
 from t2a_common import ros_conv
-from t2a_common.core import kinematics, spot_arm
+from t2a_common.core import spot_arm
 from t2a_common.core.types import PLAN_BAD_INPUT, EEPlan
 from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
@@ -29,7 +29,7 @@ from t2a_msgs.msg import Plan as PlanMsg
 from t2a_msgs.msg import PointTracks
 from t2a_planning import plan_viz as plan_conv
 from t2a_planning.core.node_config import PlannerNodeConfig
-from t2a_planning.core.planner import plan_from_tracks
+from t2a_planning.core.planner import plan_for_arm
 
 
 class PlannerNode(Node):
@@ -102,7 +102,6 @@ class PlannerNode(Node):
         if time.monotonic() - received > self.cfg.max_joint_state_age_s:
             self._publish_failure(msg, f"joint_states are {time.monotonic() - received:.1f} s old")
             return
-        T_body_tool = kinematics.fk(q)
         depth = None
         try:
             depth = self._depth_for(tracks.stamp_s)
@@ -110,22 +109,15 @@ class PlannerNode(Node):
             self.get_logger().warn(f"depth image unusable ({exc}); using per-point depths")
         if depth is not None and depth.shape != (tracks.intrinsics.height, tracks.intrinsics.width):
             depth = None
-        reachable = None
-        if self.cfg.check_reachability:
-
-            def reachable(T: np.ndarray) -> bool:
-                return kinematics.solve_ik(T, q).success
-
-        plan = plan_from_tracks(
+        plan = plan_for_arm(
             tracks.tracks_px,
             tracks.intrinsics,
             self.T_body_cam,
-            T_body_tool,
+            q,
             self.cfg.planner,
             depth=depth,
             point_depth_m=None if depth is not None else tracks.depth_m,
-            reachable=reachable,
-            q_start=q,
+            check_reachability=self.cfg.check_reachability,
         )
         ee = plan.to_ee_plan(tracks.goal_id, tracks.stamp_s, tracks.frame_id)
         plan_msg = ros_conv.ee_plan_to_msg(ee)
