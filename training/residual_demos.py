@@ -287,16 +287,20 @@ def predict_tracks(
     the perception node predicts them with its defaults (400 points placed mostly where I0 and
     the goal differ, K=4, DDIM 10, seed 0); the predictor of each checkpoint is loaded once per
     process."""
-    from t2a_perception.core.predictor import TrackPredictor, sample_query_points
+    from t2a_perception.core.goal_tracks import predict_goal_tracks
+    from t2a_perception.core.node_config import TrackPredictorConfig
+    from t2a_perception.core.predictor import TrackPredictor
 
     if checkpoint not in _PREDICTORS:
         default = Path(__file__).resolve().parents[1] / "ros2_ws/src/t2a_perception/models"
         _PREDICTORS[checkpoint] = TrackPredictor(checkpoint or default / "track_default")
-    h, w = ref.rgb0.shape[:2]
-    p0 = sample_query_points(h, w, points, point_mode, seed=0, image0=ref.rgb0, goal=ref.goal_rgb)
-    out = _PREDICTORS[checkpoint].predict(ref.rgb0, ref.goal_rgb, p0, samples, "ddim", steps,
-                                          seed=0)  # fmt: skip
-    return out.tracks_px
+    cfg = TrackPredictorConfig(
+        num_points=points, point_mode=point_mode, num_samples=samples, sampler="ddim",
+        sampler_steps=steps,
+    )  # fmt: skip
+    out = predict_goal_tracks(_PREDICTORS[checkpoint], ref.rgb0, ref.goal_rgb, ref.depth0,
+                              ref.intrinsics, cfg, seed=0)  # fmt: skip
+    return out.prediction.tracks_px
 
 
 def record_demos(

@@ -39,12 +39,9 @@ from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.config import load_yaml
 from t2a_common.core.geometry import Intrinsics
 from t2a_perception.core.frames import depth_at_points
+from t2a_perception.core.goal_tracks import predict_goal_tracks
 from t2a_perception.core.node_config import TrackPredictorConfig
-from t2a_perception.core.predictor import (
-    TrackPrediction,
-    TrackPredictor,
-    sample_query_points,
-)
+from t2a_perception.core.predictor import TrackPrediction, TrackPredictor
 from t2a_perception.nodes.track_predictor import resolve_checkpoint
 from t2a_planning.core.ee_plan import Plan
 from t2a_planning.core.node_config import PlannerNodeConfig
@@ -313,15 +310,6 @@ def run_planner(
     )  # fmt: skip
 
 
-def _roi_mask(cfg: TrackPredictorConfig, h: int, w: int) -> np.ndarray | None:
-    if not cfg.roi_px:
-        return None
-    u0, v0, u1, v1 = cfg.roi_px
-    mask = np.zeros((h, w), bool)
-    mask[max(v0, 0) : v1 + 1, max(u0, 0) : u1 + 1] = True
-    return mask
-
-
 def episode_video_frames(
     inputs: BagInputs,
     goal_rgb: np.ndarray,
@@ -413,16 +401,13 @@ def run_evaluation(
     timings["load_model"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    h, w = inputs.rgb0.shape[:2]
     try:
-        points = sample_query_points(h, w, pred_cfg.num_points, pred_cfg.point_mode,
-                                     _roi_mask(pred_cfg, h, w), args.seed,
-                                     image0=inputs.rgb0, goal=goal_rgb)  # fmt: skip
-        pred = predictor.predict(inputs.rgb0, goal_rgb, points, pred_cfg.num_samples,
-                                 pred_cfg.sampler, pred_cfg.sampler_steps, args.seed)  # fmt: skip
+        goal_tracks = predict_goal_tracks(predictor, inputs.rgb0, goal_rgb, inputs.depth0_m,
+                                          inputs.intrinsics, pred_cfg, seed=args.seed)  # fmt: skip
     except ValueError as exc:
         raise EvalError(f"track prediction refused the input: {exc}") from exc
     timings["predict"] = time.perf_counter() - t0
+    pred = goal_tracks.prediction
 
     t0 = time.perf_counter()
     joints = hand_joints_at(inputs, inputs.stamp0_s)
@@ -436,7 +421,7 @@ def run_evaluation(
     )
     return Evaluation(
         inputs=inputs, goal_rgb=goal_rgb, goal_source=goal_source, checkpoint=ckpt, pred=pred,
-        point_depth_m=depth_at_points(inputs.depth0_m, points),
+        point_depth_m=depth_at_points(inputs.depth0_m, goal_tracks.query_points),
         moving=artifacts.moving_points(pred.tracks_px, plan_cfg.planner.motion_threshold_px),
         plan=plan, q0=q0, joints_gap_s=gap, executed=executed, bag_duration_s=bag_duration,
         timings=timings,
