@@ -41,6 +41,17 @@ def roi_mask(roi_px: tuple[int, ...], height: int, width: int) -> np.ndarray | N
     return mask
 
 
+def check_frame(image0: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics) -> None:
+    """Raise ValueError, naming the sizes, unless I0 ``(H, W, 3)``, its aligned depth ``(H, W)``
+    and the camera info describe the same ``W x H`` image."""
+    h, w = image0.shape[:2]
+    if (intrinsics.width, intrinsics.height) != (w, h) or depth_m.shape != (h, w):
+        raise ValueError(
+            f"image {w}x{h}, aligned depth {depth_m.shape[1]}x{depth_m.shape[0]} and "
+            f"camera_info {intrinsics.width}x{intrinsics.height} disagree"
+        )
+
+
 def predict_goal_tracks(
     predictor: TrackPredictor,
     image0: np.ndarray,
@@ -66,12 +77,8 @@ def predict_goal_tracks(
     its alignment. Raises ValueError, saying what was wrong, when the inputs disagree or the model
     refuses them.
     """
+    check_frame(image0, depth_m, intrinsics)
     h, w = image0.shape[:2]
-    if (intrinsics.width, intrinsics.height) != (w, h) or depth_m.shape != (h, w):
-        raise ValueError(
-            f"image {w}x{h}, aligned depth {depth_m.shape[1]}x{depth_m.shape[0]} and "
-            f"camera_info {intrinsics.width}x{intrinsics.height} disagree"
-        )
     points = sample_query_points(
         h, w, num_points or config.num_points, config.point_mode, roi_mask(config.roi_px, h, w),
         seed, image0=image0, goal=goal, goal_check=goal_check,

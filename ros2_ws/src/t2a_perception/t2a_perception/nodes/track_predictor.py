@@ -32,10 +32,11 @@ from t2a_common.node_main import run_node
 from t2a_common.ros_params import declare_config
 from t2a_msgs.msg import ControlStatus, PointTracks
 from t2a_msgs.srv import SetGoal
-from t2a_perception.core.frames import StampPairer, depth_at_points, draw_tracks
+from t2a_perception.core.frames import StampPairer, draw_tracks
 from t2a_perception.core.goal_check import check_goal
+from t2a_perception.core.goal_tracks import check_frame, predict_goal_tracks
 from t2a_perception.core.node_config import DEFAULT_MODEL, TrackPredictorConfig
-from t2a_perception.core.predictor import TrackPredictor, sample_query_points
+from t2a_perception.core.predictor import TrackPredictor
 from t2a_perception.track_viz import track_markers
 
 
@@ -184,14 +185,10 @@ class TrackPredictorNode(Node):
                 if req.initial_image.width
                 else ros_conv.image_to_rgb(color_msg, "camera image")
             )
+            check_frame(image0, depth_m, intr)
         except ValueError as exc:
             raise GoalRejected(str(exc)) from exc
         h, w = image0.shape[:2]
-        if (intr.width, intr.height) != (w, h) or depth_m.shape != (h, w):
-            raise GoalRejected(
-                f"image {w}x{h}, aligned depth {depth_m.shape[1]}x{depth_m.shape[0]} and "
-                f"camera_info {intr.width}x{intr.height} disagree"
-            )
         try:  # a goal of another aspect ratio is cropped to I0's or refused, never stretched
             goal = crop_to_aspect(goal, w, h)
         except ValueError as exc:
@@ -203,42 +200,29 @@ class TrackPredictorNode(Node):
         )
         if not verdict.ok and cfg.goal_check.enabled:
             raise GoalRejected(verdict.reason)
-        num_points = int(req.num_points) or cfg.num_points
-        seed = int(req.seed) if req.seed >= 0 else None
         try:
-            points = sample_query_points(h, w, num_points, cfg.point_mode, self._mask(h, w), seed,
-                                         image0=image0, goal=goal, goal_check=verdict)  # fmt: skip
-            t0 = time.perf_counter()
-            pred = self.predictor.predict(
-                image0, goal, points, cfg.num_samples, cfg.sampler, cfg.sampler_steps, seed
-            )
-            dt = time.perf_counter() - t0
+            out = predict_goal_tracks(
+                self.predictor, image0, goal, depth_m, intr, cfg,
+                num_points=int(req.num_points) or None,
+                seed=int(req.seed) if req.seed >= 0 else None,
+                goal_check=verdict,
+                goal_id=uuid.uuid4().hex[:12],
+                stamp_s=stamp_s,
+                frame_id=color_msg.header.frame_id or "camera_color_optical_frame",
+            )  # fmt: skip
         except ValueError as exc:
             raise GoalRejected(str(exc)) from exc
-        tracks = PointTrackSet(
-            tracks_px=pred.tracks_px,
-            depth_m=depth_at_points(depth_m, points),
-            intrinsics=intr,
-            confidence=pred.confidence,
-            goal_id=uuid.uuid4().hex[:12],
-            stamp_s=stamp_s,
-            frame_id=color_msg.header.frame_id or "camera_color_optical_frame",
-        )
         steps = (
             cfg.sampler_steps
             if cfg.sampler == "ddim"
             else self.predictor.config.num_train_timesteps
         )
-        extra = {"sampler_steps": steps, "num_samples": cfg.num_samples, "inference_time_s": dt}
-        return tracks, extra, image0
-
-    def _mask(self, h: int, w: int) -> np.ndarray | None:
-        if not self.cfg.roi_px:
-            return None
-        u0, v0, u1, v1 = self.cfg.roi_px
-        mask = np.zeros((h, w), bool)
-        mask[max(v0, 0) : v1 + 1, max(u0, 0) : u1 + 1] = True
-        return mask
+        extra = {
+            "sampler_steps": steps,
+            "num_samples": cfg.num_samples,
+            "inference_time_s": out.inference_s,
+        }
+        return out.tracks, extra, image0
 
 
 class GoalRejected(Exception):
