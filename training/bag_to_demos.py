@@ -66,10 +66,12 @@ from t2a_bringup.core.bag_frames import (
 )
 from t2a_common.core import kinematics, spot_arm
 from t2a_common.core.config import check, fields, load_yaml, param, to_dict
-from t2a_common.core.geometry import pose_to_matrix
+from t2a_common.core.geometry import Intrinsics, pose_to_matrix
 from t2a_common.core.se3 import so3_log
 from t2a_control.core.controller import STATES, ControllerConfig
 from t2a_perception.core.frames import depth_at_points
+from t2a_perception.core.goal_tracks import predict_goal_tracks
+from t2a_perception.core.node_config import TrackPredictorConfig
 from t2a_perception.core.predictor import POINT_MODES, TrackPredictor, sample_query_points
 from t2a_planning.core.config import PlannerConfig
 from t2a_planning.core.planner import plan_for_arm
@@ -268,7 +270,12 @@ def tick_states(tick_times_s: np.ndarray, motion: Motion) -> np.ndarray:
 
 
 def model_tracks(
-    predictor: TrackPredictor, image0: np.ndarray, goal: np.ndarray, cfg: TeleopConfig
+    predictor: TrackPredictor,
+    image0: np.ndarray,
+    goal: np.ndarray,
+    depth0: np.ndarray,
+    intrinsics: Intrinsics,
+    cfg: TeleopConfig,
 ) -> np.ndarray:
     """``(H+1, N, 2)`` pixel tracks of the query points, as ``track_predictor`` predicts them."""
     if predictor.horizon != cfg.horizon:
@@ -276,12 +283,12 @@ def model_tracks(
             f"the track model predicts {predictor.horizon} steps, the demos need --horizon "
             f"{cfg.horizon}; use a model of that horizon or change --horizon"
         )
-    h, w = image0.shape[:2]
-    points = sample_query_points(h, w, cfg.num_points, cfg.point_mode, seed=cfg.seed)
-    pred = predictor.predict(
-        image0, goal, points, cfg.num_samples, "ddim", cfg.sampler_steps, seed=cfg.seed
-    )
-    return pred.tracks_px
+    pred_cfg = TrackPredictorConfig(
+        num_points=cfg.num_points, point_mode=cfg.point_mode, num_samples=cfg.num_samples,
+        sampler="ddim", sampler_steps=cfg.sampler_steps,
+    )  # fmt: skip
+    out = predict_goal_tracks(predictor, image0, goal, depth0, intrinsics, pred_cfg, seed=cfg.seed)
+    return out.prediction.tracks_px
 
 
 def lk_tracks(
@@ -396,7 +403,7 @@ def convert_demo(
     if cfg.tracks == "model":
         if predictor is None:
             raise ValueError("tracks='model' needs a TrackPredictor")
-        tracks = model_tracks(predictor, i0.rgb, goal, cfg)
+        tracks = model_tracks(predictor, i0.rgb, goal, depth0, intr, cfg)
     else:
         tracks = lk_tracks(frames, window, i0, motion, cfg)
     plan = plan_for_arm(
