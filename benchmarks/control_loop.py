@@ -28,12 +28,13 @@ from t2a_control.core.controller import Controller, ControllerConfig, Observatio
 from t2a_control.core.driver import FakeArmDriver
 from t2a_control.core.policy import PolicyConfig, PolicyStats, ResidualPolicy
 from t2a_control.core.policy_runtime import PolicyRunner
+from t2a_control.core.watchdog import WatchdogConfig
 
 WIDTH, HEIGHT, FOVY_DEG = 640, 480, 42.0
 NUM_POINTS = 400
 STAGES = ("policy", "safety", "ik", "total")
 TARGET_MS = {"policy": 30.0, "total": 60.0}  # policy < 30 ms, whole tick < 60 ms
-WATCHED = ("joint_states", "image")
+WATCHED = WatchdogConfig().inputs  # every input the node watches
 
 
 def pull_plan(steps: int, period_s: float, pull_m: float = 0.2) -> EEPlan:

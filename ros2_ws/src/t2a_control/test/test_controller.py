@@ -31,11 +31,12 @@ from t2a_control.core.controller import (
 )
 from t2a_control.core.driver import ArmDriver, FakeArmDriver
 from t2a_control.core.safety import SafetyConfig
+from t2a_control.core.watchdog import WatchdogConfig
 
 PACKAGE = Path(__file__).resolve().parents[1]
 CONTROL_STATUS_MSG = PACKAGE.parent / "t2a_msgs" / "msg" / "ControlStatus.msg"
 PERIOD = 0.2  # s
-WATCHED = ("joint_states", "image")
+WATCHED = WatchdogConfig().inputs  # every input the node watches
 IMAGE = np.zeros((8, 8, 3), dtype=np.uint8)
 
 

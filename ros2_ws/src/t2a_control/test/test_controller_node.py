@@ -131,7 +131,9 @@ def test_bosdyn_driver_streams_the_plan_to_the_robot_and_stop_holds_it(robot) ->
     args = params("driver:=bosdyn", f"bosdyn.hostname:={robot.hostname}",
                   f"bosdyn.port:={robot.port}", f"bosdyn.cert_path:={robot.ca_path}",
                   "bosdyn.username:=user", f"bosdyn.password_env:={PASSWORD_ENV}",
-                  "color_topic:=/bosdyn_test/image")  # fmt: skip
+                  "color_topic:=/bosdyn_test/image",
+                  # this test feeds the colour image only; depth and camera_info: test_watchdog_node
+                  "control.watchdog.inputs:=[joint_states, image]")  # fmt: skip
     env = {**NO_SPOT_ENV, PASSWORD_ENV: "password"}
     with ChildProcess(NODE + args, env=env) as controller, ros_context() as ctx:
         node = rclpy.create_node("bosdyn_probe", context=ctx)

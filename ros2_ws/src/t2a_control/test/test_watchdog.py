@@ -44,12 +44,30 @@ def test_by_default_one_period_and_the_margin_old_is_the_oldest_fresh_input():
     config = WatchdogConfig()
     assert config.max_age_s(PERIOD) == pytest.approx(0.3)
     dog = Watchdog.from_config(config, PERIOD)
-    dog.feed("image", 1.0)
-    dog.feed("joint_states", 1.0)
+    for name in ("joint_states", "image", "depth", "camera_info"):  # all watched by default
+        dog.feed(name, 1.0)
     assert dog.check(1.0 + PERIOD)[0]  # the next tick still moves
     assert dog.check(1.0 + 0.3)[0]
     assert not dog.check(1.0 + 2 * PERIOD)[0]  # the one after holds
-    assert dog.describe(1.0 + 2 * PERIOD) == "joint_states 0.40 s old, image 0.40 s old"
+    assert dog.describe(1.0 + 2 * PERIOD) == (
+        "joint_states 0.40 s old, image 0.40 s old, depth 0.40 s old, camera_info 0.40 s old"
+    )
+
+
+def test_by_default_a_stale_depth_or_camera_info_alone_holds():
+    for name in ("depth", "camera_info"):
+        dog = Watchdog.from_config(WatchdogConfig(), PERIOD)
+        for other in ("joint_states", "image", "depth", "camera_info"):
+            dog.feed(other, 1.4 if other != name else 1.0)
+        assert dog.check(1.3)[0]
+        assert dog.check(1.5) == (False, [name])
+        assert dog.describe(1.5) == f"{name} 0.50 s old"
+        dog.feed(name, 1.5)  # the stream is back
+        assert dog.check(1.5)[0]
+    dog = Watchdog.from_config(WatchdogConfig(), PERIOD)
+    dog.feed("joint_states", 1.0)
+    dog.feed("image", 1.0)
+    assert dog.check(1.0) == (False, ["depth", "camera_info"])  # never received = stale
 
 
 def test_exactly_two_periods_old_is_still_fresh():

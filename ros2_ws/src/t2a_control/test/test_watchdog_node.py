@@ -1,6 +1,7 @@
-"""The residual_controller's watchdog over real DDS: when the camera or the joint states stop,
-the node holds on the first tick after the input is older than one tick plus the watchdog's
-margin, keeps the arm still, and resumes the plan when the input comes back.
+"""The residual_controller's watchdog over real DDS: when the colour image, the aligned depth, the
+camera_info or the joint states stop (each alone), the node holds on the first tick after the input
+is older than one tick plus the watchdog's margin, keeps the arm still, and resumes the plan when
+the input comes back.
 
 The test process plays the robot: a spot_ros2 arm (joint_states that echo the node's
 arm_joint_commands, Trigger services) and a camera. Timing is judged on the node's own timeline,
@@ -20,11 +21,12 @@ import pytest
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
 from t2a_common.core import spot_arm
+from t2a_common.core.geometry import Intrinsics
 from t2a_common.core.kinematics import fk
 from t2a_common.core.types import PLAN_OK, EEPlan
 from t2a_common.testing import ChildProcess, ros_context, spin_until
@@ -37,6 +39,11 @@ LATCHED = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 CONFIG = ControllerConfig()
 PERIOD_S = CONFIG.period_s  # 0.2 s: the node runs with its defaults
 MAX_AGE_S = CONFIG.watchdog.max_age_s(PERIOD_S)  # 0.3 s: older is stale
+CAMERA = ("image", "depth", "camera_info")  # published together, each can be switched off
+NODE = ["-m", "t2a_control.nodes.residual_controller", "--ros-args",
+        "-p", "color_topic:=/watchdog_test/image",
+        "-p", "depth_topic:=/watchdog_test/depth",
+        "-p", "info_topic:=/watchdog_test/camera_info"]  # fmt: skip
 AGE_ROUNDING_S = 0.005 + 1e-4  # the hold reason prints ages with 2 decimals (float32 period_ms)
 CAMERA_HZ, JOINTS_HZ = 15.0, 25.0
 HOLD_TICKS = 8  # keep the input off this many ticks after the hold began
@@ -102,20 +109,28 @@ class Probe:
         self.arm = FakeSpotRos2Arm(self.node)
         self.statuses: list[ControlStatus] = []
         self.goals: list[PoseStamped] = []
-        self.feeds = {"image": True, "joint_states": True}
-        self.last_sent = {"image": float("nan"), "joint_states": float("nan")}
+        self.feeds = dict.fromkeys((*CAMERA, "joint_states"), True)
+        self.last_sent = dict.fromkeys(self.feeds, float("nan"))
         self.node.create_subscription(ControlStatus, "/t2a/status", self.statuses.append, 50)
         self.node.create_subscription(PoseStamped, "/t2a/ee_goal", self.goals.append, 50)
-        self.camera = self.node.create_publisher(Image, "/watchdog_test/image", 5)
+        self.camera = {
+            "image": self.node.create_publisher(Image, "/watchdog_test/image", 5),
+            "depth": self.node.create_publisher(Image, "/watchdog_test/depth", 5),
+            "camera_info": self.node.create_publisher(CameraInfo, "/watchdog_test/camera_info", 5),
+        }
         self.plan = self.node.create_publisher(Plan, "/t2a/plan", LATCHED)
         self.frame = ros_conv.numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8")
+        depth = ros_conv.numpy_to_image(np.full((48, 64), 800, np.uint16), "16UC1")
+        info = ros_conv.intrinsics_to_camera_info(Intrinsics.from_fov(64, 48, 60.0))
+        self.messages = {"depth": depth, "camera_info": info}
         self.node.create_timer(1.0 / CAMERA_HZ, self._camera_tick)
         self.node.create_timer(1.0 / JOINTS_HZ, self._joints_tick)
 
     def _camera_tick(self) -> None:
-        if self.feeds["image"]:
-            self.camera.publish(self.frame)
-            self.last_sent["image"] = time.time()
+        for name in CAMERA:
+            if self.feeds[name]:
+                self.camera[name].publish(self.frame if name == "image" else self.messages[name])
+                self.last_sent[name] = time.time()
 
     def _joints_tick(self) -> None:
         if self.feeds["joint_states"]:
@@ -170,11 +185,9 @@ def _stale_hold(probe: Probe, name: str) -> tuple[int, int]:
     pytest.fail(f"no clean execute -> hold transition in {ATTEMPTS} tries: {notes}")
 
 
-@pytest.mark.parametrize("name", ["image", "joint_states"])
+@pytest.mark.parametrize("name", ["image", "depth", "camera_info", "joint_states"])
 def test_holds_within_two_ticks_of_a_stale_input_and_resumes(name: str) -> None:
-    args = ["-m", "t2a_control.nodes.residual_controller", "--ros-args",
-            "-p", "color_topic:=/watchdog_test/image"]  # fmt: skip
-    with ChildProcess(args) as controller, ros_context() as ctx:
+    with ChildProcess(NODE) as controller, ros_context() as ctx:
         probe = Probe(ctx)
 
         def logs() -> str:
@@ -235,13 +248,10 @@ def test_holds_within_two_ticks_of_a_stale_input_and_resumes(name: str) -> None:
 def test_the_residual_node_holds_on_unusable_policy_inputs_and_says_why() -> None:
     """Residual mode with the shipped policy: a mono8 camera and the goal image of an earlier
     goal hold the arm where it is, each named in the hold reason; usable ones start the run."""
-    from t2a_common.core.geometry import Intrinsics
     from t2a_common.core.types import PointTrackSet
     from t2a_msgs.msg import PointTracks
 
-    args = ["-m", "t2a_control.nodes.residual_controller", "--ros-args",
-            "-p", "color_topic:=/watchdog_test/image", "-p", "control.mode:=residual"]  # fmt: skip
-    with ChildProcess(args) as controller, ros_context() as ctx:
+    with ChildProcess([*NODE, "-p", "control.mode:=residual"]) as controller, ros_context() as ctx:
         probe = Probe(ctx)
         rgb = probe.frame
         probe.frame = ros_conv.numpy_to_image(np.zeros((48, 64), np.uint8), "mono8")

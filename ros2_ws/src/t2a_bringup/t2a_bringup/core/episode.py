@@ -283,7 +283,8 @@ def run_episode(
             obs = Observation(
                 now_s=env.time, q=q, gripper=opening, image=image, image_stamp_s=env.time,
                 goal_image=ref.goal_rgb, tracks=None,
-                stamps={"joint_states": env.time, "image": env.time},
+                # every watched input (joints, colour, depth, camera_info) is the sim's state now
+                stamps=dict.fromkeys(controller_cfg.watchdog.inputs, env.time),
             )  # fmt: skip
             cmd = controller.tick(obs)
             state, message = cmd.state, cmd.hold_reason or cmd.message

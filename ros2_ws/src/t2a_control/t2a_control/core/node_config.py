@@ -58,6 +58,13 @@ class ResidualControllerNodeConfig:
     spot_name: str = param("spot", "driver spot_ros2: namespace of its topics, /<spot_name>/...")
     bosdyn: BosdynConnectionConfig = nested(BosdynConnectionConfig, "driver bosdyn: connection")
     color_topic: str = param("/camera/camera/color/image_raw", "live colour image I_t")
+    depth_topic: str = param(
+        "/camera/camera/aligned_depth_to_color/image_raw",
+        "aligned depth (watched: stale depth holds the arm; watchdog input depth)",
+    )
+    info_topic: str = param(
+        "/camera/camera/color/camera_info", "camera_info (watched: watchdog input camera_info)"
+    )
     body_frame_id: str = param("body", "frame of ee_goal")
     camera_xyz: tuple[float, ...] = param(
         SIM_CAMERA_XYZ, "T_body_cam translation (m), as the planner's: lifts P0 for the policy"

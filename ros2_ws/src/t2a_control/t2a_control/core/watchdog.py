@@ -1,12 +1,17 @@
 """Input watchdog: the arm may only move while every input it depends on is fresh.
 
-Each watched input (camera image, joint states, ...) reports when it was last received; an input
-is stale once that is more than ``stale_ticks`` control periods plus ``margin_s`` ago, or if it
-never arrived. The defaults (one period + 0.1 s) mean no plan step is commanded from an input
-older than 0.3 s at 5 Hz: the tick after the last frame still moves, the next one holds (with
-two periods, two more steps were commanded after the camera stopped). Time
-is whatever clock the caller uses (ROS time in the node, sim time in tests), passed in as floats,
-so the watchdog is deterministic and never reads a clock itself.
+Each watched input (colour image, aligned depth, camera_info, joint states) reports when it was last
+received; an input is stale once that is more than ``stale_ticks`` control periods plus ``margin_s``
+ago, or if it never arrived. The defaults (one period + 0.1 s) mean no plan step is commanded from
+an input older than 0.3 s at 5 Hz: the tick after the last frame still moves, the next one holds
+(with two periods, two more steps were commanded after the camera stopped). Time is whatever clock
+the caller uses (ROS time in the node, sim time in tests), passed in as floats, so the watchdog is
+deterministic and never reads a clock itself.
+
+The default watches all four inputs of the control node (:data:`INPUTS`); it holds on the first
+tick that lacks a stamp for any of them. A caller without a stream for an input says so by
+watching fewer (``WatchdogConfig(inputs=...)``), or, in process where every input is the
+simulator's state at one time, feeds that time for each watched input.
 """
 
 from __future__ import annotations
@@ -17,13 +22,20 @@ from collections.abc import Iterable
 
 from t2a_common.core.config import check, param
 
+# What the control node depends on: the live colour image I_t, the aligned depth and camera_info
+# the planner lifted P0 with (a dead depth stream means the scene is no longer measured), and the
+# arm's joint states.
+INPUTS = ("joint_states", "image", "depth", "camera_info")
+
 
 @dataclasses.dataclass(frozen=True)
 class WatchdogConfig:
     """Which inputs must stay fresh and how old they may get."""
 
     inputs: tuple[str, ...] = param(
-        ("joint_states", "image"), "inputs that must stay fresh while the arm moves (names)"
+        INPUTS,
+        "inputs that must stay fresh while the arm moves (names of Observation.stamps keys: "
+        "joint_states, image, depth, camera_info)",
     )
     stale_ticks: float = param(
         1.0, "an input last received more than this many control periods (+ margin_s) ago is stale"

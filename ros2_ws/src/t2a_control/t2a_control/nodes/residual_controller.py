@@ -1,14 +1,15 @@
 """``residual_controller``: the 5 Hz loop from plan (+ residual policy) to arm joint goals.
 
-Every tick: latest joint states, colour image and plan -> ``Controller.tick`` (policy correction,
-safety filter, IK, watchdog, state machine) -> joint goals streamed to the arm driver, gripper
-calls when the wanted state changes, ``ee_goal`` and ``status`` published. ``/t2a/stop`` holds
-the arm and drops the plan (an estop if the driver cannot stop); ``/t2a/estop`` drops the plan and
-e-stops the robot (spot_ros2 ``estop/gentle``). With ``auto_start`` the start-up sequence (claim,
-power_on, stand, arm_unstow) runs when the node starts, and with ``stow_on_exit`` the shutdown
-sequence (arm_stow, release) when it stops. In ``preview`` mode (the robot profile's default) a
-plan is only shown until the operator calls ``/t2a/execute``; ``require_calibration`` refuses to
-execute while T_body_cam is still the simulator's camera pose.
+Every tick: latest joint states, colour image and plan, and the receive times of the aligned depth
+and camera_info (watched only) -> ``Controller.tick`` (policy correction, safety filter, IK,
+watchdog over ``control.watchdog.inputs``, state machine) -> joint goals streamed to the arm driver,
+gripper calls when the wanted state changes, ``ee_goal`` and ``status`` published. ``/t2a/stop``
+holds the arm and drops the plan (an estop if the driver cannot stop); ``/t2a/estop`` drops the plan
+and e-stops the robot (spot_ros2 ``estop/gentle``). With ``auto_start`` the start-up sequence
+(claim, power_on, stand, arm_unstow) runs when the node starts, and with ``stow_on_exit`` the
+shutdown sequence (arm_stow, release) when it stops. In ``preview`` mode (the robot profile's
+default) a plan is only shown until the operator calls ``/t2a/execute``; ``require_calibration``
+refuses to execute while T_body_cam is still the simulator's camera pose.
 
 The arm backend is the ``driver`` parameter: ``spot_ros2`` (the default: the spot_ros2 driver's
 topics and Trigger services, which t2a_sim serves too) or ``bosdyn`` (straight to the robot with
@@ -32,7 +33,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
 from t2a_common import ros_conv
@@ -84,6 +85,8 @@ class ResidualControllerNode(Node):
         self.driver = self._make_driver()
         self._image: Image | None = None
         self._image_received = float("nan")
+        # receive times (node clock, s) of the other watched camera inputs
+        self._received = {"depth": float("nan"), "camera_info": float("nan")}
         self._goal_image: np.ndarray | None = None
         self._goal_stamp_s = 0.0  # header stamp of the goal image: its tracks' I0 stamp
         self._goal_error = ""  # why the latest goal image is unusable
@@ -103,6 +106,13 @@ class ResidualControllerNode(Node):
         # wait on the driver for seconds, and the watchdog must keep seeing every frame.
         self.create_subscription(Image, cfg.color_topic, self._on_image, 2,
                                  callback_group=MutuallyExclusiveCallbackGroup())  # fmt: skip
+        # Depth and camera_info are only watched (the planner used them for this plan): a dead
+        # depth stream holds the arm like a dead colour stream. Same depth/QoS as the planner's.
+        camera = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Image, cfg.depth_topic, self._receiver("depth"), 5,
+                                 callback_group=camera)  # fmt: skip
+        self.create_subscription(CameraInfo, cfg.info_topic, self._receiver("camera_info"), 5,
+                                 callback_group=camera)  # fmt: skip
         inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Plan, "plan", self._on_plan, latched, callback_group=inputs)
         self.create_subscription(PointTracks, "tracks", self._on_tracks, latched,
@@ -216,6 +226,12 @@ class ResidualControllerNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         self._image, self._image_received = msg, self._now()
+
+    def _receiver(self, name: str):
+        def on_message(_msg) -> None:
+            self._received[name] = self._now()
+
+        return on_message
 
     def _on_goal(self, msg: Image) -> None:
         try:
@@ -355,6 +371,7 @@ class ResidualControllerNode(Node):
         stamps = {"joint_states": self.driver.received_s}
         if self._image is not None:
             stamps["image"] = self._image_received
+        stamps.update(self._received)  # NaN (never received) is ignored: stale
         obs = Observation(
             now_s=now,
             q=q,
