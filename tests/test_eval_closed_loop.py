@@ -14,13 +14,11 @@ from t2a_sim.core.tasks import TASKS
 from training import eval_closed_loop
 from training.eval_closed_loop import LABELS, episodes, markdown, summarize, wilson
 
-# How many more of the 60 episodes the shipped policy must solve than open loop (17 measured).
-RESIDUAL_MARGIN = 8
-# The drawer with a 4 cm grasp error, 20 episodes: open loop failed 16, the residual recovered
-# 12 of those and lost 1 of open loop's 4 successes (15 vs 4).
-DRAWER_OPEN_LOOP_FAILURES = 12
-DRAWER_RECOVERED = 8
-DRAWER_LOST = 2
+# Ground-truth tracks, open loop, strict grasp check, 2 dev seeds (500-501) of each of the 16
+# split/task pairs: 32 episodes. Measured 31/32 at the grasp-synthesis planner (95% over 82 dev
+# episodes, 96% over the 164 held-out ones of docs/evaluation.md); the floor allows two more misses
+# and no task may lose both of its episodes on a split.
+GT_FLOOR = 29
 
 
 def test_episodes_cover_each_split_evenly_from_the_first_seed():
@@ -187,42 +185,18 @@ def test_an_out_folder_refuses_to_resume_with_other_outcome_settings(tmp_path, c
 
 @pytest.mark.slow
 @pytest.mark.sim
-def test_the_shipped_residual_beats_open_loop_on_the_graspable_tasks(tmp_path):
-    """With ground-truth tracks and no injected error, on the three seen tasks any plan can solve
-    (the bottle tasks fail for every method), 10 held-out episodes per task and seen split: the
-    README's first offset row (open loop 33/60, residual 50/60 when measured)."""
-    out = tmp_path / "graspable"
-    argv = ["--splits", "MG", "G", "--episodes", "30", "--tasks", "drawer_open", "cabinet_close",
-            "box_push", "--methods", "gt_open_loop", "gt_residual", "--workers", "2",
-            "--out", str(out)]  # fmt: skip
+def test_ground_truth_tracks_keep_their_floor_on_every_task(tmp_path):
+    """Issue #14's claim on a small seed set: with exact tracks, the planner's grasp synthesis and
+    the controller solve nearly every task of every split in open loop under the strict grasp
+    check; a regression in planning, control or the sim's grasp shows here first."""
+    out = tmp_path / "gt"
+    argv = ["--splits", "MG", "G", "CG", "TG", "--per-task", "2", "--first-seed", "500",
+            "--methods", "gt_open_loop", "--workers", "2", "--out", str(out)]  # fmt: skip
     assert eval_closed_loop.main(argv) == 0
-    summary = json.loads((out / "results.json").read_text())["summary"]
-    open_loop = summary["gt_open_loop"]["all"]["successes"]
-    residual = summary["gt_residual"]["all"]["successes"]
-    print(f"\n[closed loop] open loop {open_loop}/60, residual {residual}/60")
-    assert residual >= open_loop + RESIDUAL_MARGIN
-
-
-@pytest.mark.slow
-@pytest.mark.sim
-def test_the_shipped_residual_recovers_a_grasp_error_where_open_loop_fails(tmp_path):
-    """Issue #6's claim: in t2a_sim with ground-truth tracks and an injected plan error (every
-    plan pose shifted 4 cm horizontally), open loop fails the drawer task and the residual policy
-    recovers those episodes (10 held-out seeds on MG and G each; the README's drawer row)."""
-    out = tmp_path / "drawer"
-    argv = ["--splits", "MG", "G", "--episodes", "10", "--tasks", "drawer_open",
-            "--methods", "gt_open_loop", "gt_residual", "--grasp-offset-m", "0.04",
-            "--workers", "2", "--out", str(out)]  # fmt: skip
-    assert eval_closed_loop.main(argv) == 0
-    rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
-    ok = {(r["split"], r["seed"], r["method"]): r["success"] for r in rows}
-    episodes = sorted({(s, seed) for s, seed, _ in ok})
-    assert len(episodes) == 20
-    failed = [e for e in episodes if not ok[(*e, "gt_open_loop")]]
-    recovered = [e for e in failed if ok[(*e, "gt_residual")]]
-    lost = [e for e in episodes if e not in failed and not ok[(*e, "gt_residual")]]
-    print(f"\n[drawer, 4 cm] open loop failed {len(failed)}/20, residual recovered "
-          f"{len(recovered)} of them and lost {len(lost)}")  # fmt: skip
-    assert len(failed) >= DRAWER_OPEN_LOOP_FAILURES  # the error really breaks open loop
-    assert len(recovered) >= DRAWER_RECOVERED
-    assert len(lost) <= DRAWER_LOST
+    summary = json.loads((out / "results.json").read_text())["summary"]["gt_open_loop"]
+    solved = summary["all"]["successes"]
+    print(f"\n[closed loop] GT tracks, open loop: {solved}/{summary['all']['episodes']}")
+    assert summary["all"]["episodes"] == 32
+    assert solved >= GT_FLOOR
+    lost = [task for task, row in summary["tasks"].items() if row["successes"] == 0]
+    assert not lost, f"tasks that lost every episode: {lost}"
