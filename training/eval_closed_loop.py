@@ -17,6 +17,8 @@ gt_query        GT at the stack's   the plan alone, from exact tracks of the sta
                 query points        points (the track_predictor's defaults: 400, mostly where I0
                                     and the goal differ), not the privileged sample
 gt_residual     ground truth        plan + residual policy: upper bound with perfect tracks
+grounded        goal grounding      the plan alone, from the final object motion estimated from
+                                    I0, its depth and the goal (no model; screw from identity)
 ==============  ==================  ===========================================================
 
 Ground-truth tracks (gt_*) follow points sampled with the simulator's segmentation, half of them
@@ -81,6 +83,7 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "gt_open_loop": ("gt", "open_loop", ""),
     "gt_query": ("gt_query", "open_loop", ""),
     "gt_residual": ("gt", "residual", "residual_checkpoint"),
+    "grounded": ("grounded", "open_loop", ""),
 }
 LABELS = {
     "open_loop": "Track2Act (Open-Loop)",
@@ -89,6 +92,7 @@ LABELS = {
     "gt_open_loop": "GT tracks, open loop (upper bound)",
     "gt_query": "GT tracks of the stack's own query points, open loop",
     "gt_residual": "GT tracks + residual (upper bound)",
+    "grounded": "Goal grounding only (screw to the estimated final pose), open loop",
     "expert": "Scripted expert (same episodes)",
 }
 DEFAULT_CHECKPOINTS = {
@@ -175,6 +179,16 @@ def _model_tracks(ref: Reference) -> tuple[np.ndarray, np.ndarray]:
     return tracks, depth_at_points(ref.depth0, tracks[0])
 
 
+def _grounded_tracks(ref: Reference, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grounding-only tracks (``t2a_perception.core.grounding``) of the stack's query points."""
+    from t2a_bringup.core.episode import stack_query_points
+    from t2a_perception.core.grounding import grounded_tracks
+
+    p0 = stack_query_points(ref.rgb0, ref.goal_rgb)
+    tracks, _ = grounded_tracks(ref.rgb0, ref.depth0, ref.goal_rgb, ref.intrinsics, p0, horizon)
+    return tracks, depth_at_points(ref.depth0, tracks[0])
+
+
 def _run_job(job: tuple[str, str, int, tuple[str, ...]]) -> list[dict[str, Any]]:
     split, task, seed, methods = job
     a = _W["args"]
@@ -189,6 +203,8 @@ def _run_job(job: tuple[str, str, int, tuple[str, ...]]) -> list[dict[str, Any]]
         if source == "model" and predicted is None:
             predicted = _model_tracks(ref)
         given = predicted if source == "model" else None
+        if source == "grounded":
+            given = _grounded_tracks(ref, cfg.horizon)
         if source == "gt_query":
             grid = ref.grid_tracks_px
             given = (grid, depth_at_points(ref.depth0, grid[0]))
