@@ -29,7 +29,7 @@ def _messages(bag, topic: str) -> list:
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
     cmd = [sys.executable, "-m", "t2a_bringup.demo", "--out", str(out),
-           "--task", "cabinet_close", "--split", "MG", "--seed", "0", "--max-sim-time", "20",
+           "--task", "box_push", "--split", "G", "--seed", "2001", "--max-sim-time", "30",
            "--camera-rate", "5"]  # fmt: skip
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
@@ -38,10 +38,10 @@ def demo(tmp_path_factory):
 
 def test_demo_solves_the_task_and_reports_each_stage(demo):
     out, proc = demo
-    # The README's claim: this episode is solved (exit 1 = not solved, 2 = the stack did not run).
+    # The README's claim: the default episode is solved (exit 1 = not solved, 2 = the stack did not run).
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in ("goal image", "stack up", "recording", "tracks for goal", "plan ok",
-                  "control: execute", "task cabinet_close (MG, seed 0): SUCCESS"):  # fmt: skip
+                  "control: execute", "task box_push (G, seed 2001): SUCCESS"):  # fmt: skip
         assert stage in proc.stdout, f"no {stage!r} line:\n{proc.stdout[-3000:]}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["success"] is True and summary["plan"]["ok"] is True
