@@ -53,7 +53,7 @@ def test_plan_from_tracks_and_failures_over_dds():
         pub_joints = node.create_publisher(JointState, "/spot/joint_states", 10)
         assert spin_until(node, lambda: pub_tracks.get_subscription_count() > 0, 30.0), proc.stop()
 
-        # No joint_states yet: the hand pose is unknown, so no plan, only the reason.
+        # No joint_states within joint_state_wait_s: the hand pose is unknown, no plan, the reason.
         pub_tracks.publish(ros_conv.point_tracks_to_msg(_tracks("early", 0.08)))
         assert spin_until(node, lambda: "early" in plans, 15.0), proc.stop()
         assert plans["early"].status == Plan.STATUS_BAD_INPUT

@@ -93,10 +93,12 @@ class PlannerNode(Node):
         except ValueError as exc:
             self._publish_failure(msg, f"malformed PointTracks: {exc}")
             return
-        if self._joints is None:
-            self._publish_failure(
-                msg, f"no /{self.cfg.spot_name}/joint_states yet: hand pose unknown"
+        if self._joints is None:  # plan once they arrive, or fail after joint_state_wait_s
+            self.get_logger().info(
+                f"tracks arrived before /{self.cfg.spot_name}/joint_states: waiting up to "
+                f"{self.cfg.joint_state_wait_s} s for the hand pose"
             )
+            self._pending = (msg, time.monotonic())
             return
         q, received = self._joints
         if time.monotonic() - received > self.cfg.max_joint_state_age_s:
