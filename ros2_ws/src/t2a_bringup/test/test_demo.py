@@ -38,7 +38,7 @@ def demo(tmp_path_factory):
 
 def test_demo_solves_the_task_and_reports_each_stage(demo):
     out, proc = demo
-    # The README's claim: the default episode is solved (exit 1 = not solved, 2 = the stack did not run).
+    # The README's claim: the default episode is solved (exit 1 = not solved, 2 = no stack).
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in ("goal image", "stack up", "recording", "tracks for goal", "plan ok",
                   "control: execute", "task box_push (G, seed 2001): SUCCESS"):  # fmt: skip
