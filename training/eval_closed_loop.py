@@ -166,7 +166,7 @@ def _runner(flag: str) -> PolicyRunner:
         path = Path(_W["args"][flag])
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{flag.replace('_', ' ')} {path} has no config.json: train "
-                                    "it first (see the README's evaluation section)")  # fmt: skip
+                                    "it first (see docs/evaluation.md)")  # fmt: skip
         runner_cfg = RunnerConfig(temporal_ensemble=_W["args"]["temporal_ensemble"])
         _W["runners"][flag] = PolicyRunner(path, T_body_cam=_W["T_body_cam"], config=runner_cfg)
     return _W["runners"][flag]
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     for m, path in missing.items():
         print(
             f"note: skipping {m} ({LABELS[m]}): its checkpoint {path} is absent (no "
-            "config.json); train it first, see the README's evaluation section",
+            "config.json); train it first, see docs/evaluation.md",
             flush=True,
         )
     methods = [m for m in args.methods if m not in missing]

@@ -101,8 +101,9 @@ class PolicyConfig:
     use_hand: bool = param(
         True,
         "a token for the measured hand pose (the paper's pi_res has none); without it the "
-        "previous, non-DART recipe did worse in closed loop (README). Demos whose demonstrator "
-        "corrects at once teach the policy to copy the hand; residual_demos' DART counters that",
+        "previous, non-DART recipe did worse in closed loop (docs/evaluation.md). Demos whose "
+        "demonstrator corrects at once teach the policy to copy the hand; residual_demos' DART "
+        "counters that",
     )
     point_xyz: bool = param(
         True,
